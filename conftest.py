@@ -1,0 +1,79 @@
+"""
+Shared pytest fixtures. The important one: a tiny HTTP server on 127.0.0.1 standing in for the
+Hugging Face hub, so every download path is tested for real (status codes, Content-Length,
+Range resume, truncated bodies) without touching the network.
+"""
+
+import http.server
+import threading
+
+import pytest
+
+
+class FakeHub:
+    """What the server serves and what it saw. Tests fill `files` and read `requests`."""
+
+    def __init__(self):
+        self.files = {}  # url path ("/a/b.bin") -> bytes
+        self.requests = []  # (method, path, Range header or None), in order
+        self.truncate = set()  # paths whose body is cut in half while Content-Length promises all
+        self.status = {}  # path -> HTTP status to answer instead of the file (e.g. 404, 500)
+        self.url = None
+
+    def count(self, path):
+        return sum(1 for _, p, _ in self.requests if p == path)
+
+
+def make_handler(hub):
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):  # keep pytest output clean
+            pass
+
+        def do_GET(self):
+            path = self.path.split("?")[0]
+            range_header = self.headers.get("Range")
+            hub.requests.append(("GET", path, range_header))
+            if path in hub.status:
+                self.send_error(hub.status[path])
+                return
+            if path not in hub.files:
+                self.send_error(404)
+                return
+            data = hub.files[path]
+            start = 0
+            if range_header and range_header.startswith("bytes="):
+                start = int(range_header[len("bytes="):].split("-")[0])
+                if start >= len(data):
+                    self.send_error(416)
+                    return
+                self.send_response(206)
+                self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            else:
+                self.send_response(200)
+            body = data[start:]
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Accept-Ranges", "bytes")
+            self.end_headers()
+            if path in hub.truncate:
+                body = body[: len(body) // 2]  # the connection "drops" half-way
+            self.wfile.write(body)
+            self.wfile.flush()
+            if path in hub.truncate:
+                self.close_connection = True
+
+    return Handler
+
+
+@pytest.fixture
+def fake_hub(monkeypatch, tmp_path):
+    """A FakeHub served on 127.0.0.1; HF_ENDPOINT points at it and the download cache is in tmp_path."""
+    hub = FakeHub()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), make_handler(hub))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    hub.url = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setenv("GPT_CACHE_DIR", str(tmp_path / "cache"))
+    yield hub
+    server.shutdown()
+    server.server_close()

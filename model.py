@@ -1,0 +1,573 @@
+"""
+The whole GPT in one file, read top to bottom: config, attention, MLP, block, model, generation,
+and loading/saving OpenAI's GPT-2 weights in the Hugging Face format.
+
+What is in:
+  - GPT-2's architecture exactly (learned positions, pre-LayerNorm blocks, GELU(tanh) MLP, tied
+    input/output embeddings), so OpenAI's published weights load and give the same logits as the
+    Hugging Face `transformers` implementation (the tests check this to 1e-4).
+  - Causal self-attention written out by hand, step by step, and PyTorch's fused
+    `scaled_dot_product_attention` (same maths, one kernel) used when available.
+  - Generation with a KV cache (greedy, temperature, top-k, top-p), and the plain no-cache loop it
+    is tested against.
+
+What is left out on purpose: rotary embeddings, grouped-query attention, RMSNorm and the other
+post-GPT-2 changes. They are good ideas, but then the weights OpenAI released would not load.
+
+Glossary of GPT-2's short names (kept so the published weights map one-to-one):
+  wte = token embedding, wpe = position embedding, h = the list of blocks, ln_1/ln_2/ln_f = LayerNorms,
+  c_attn = the q,k,v projection, c_proj = output projection, c_fc = the MLP's first layer.
+Shapes: B = batch, T = sequence length, C = n_embd, nh = n_head, hs = head size = C // nh.
+"""
+
+import json
+import math
+import os
+from dataclasses import dataclass, asdict
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+
+@dataclass
+class GPTConfig:
+    block_size: int = 1024  # context length: the most tokens the model ever sees at once
+    vocab_size: int = 50257  # the tokenizer's real vocabulary (GPT-2 BPE: 50,257 tokens)
+    n_layer: int = 12  # number of transformer blocks
+    n_head: int = 12  # attention heads per block
+    n_embd: int = 768  # width of the residual stream
+    dropout: float = 0.0  # 0 for pretraining; 0.1+ helps when finetuning small data
+    bias: bool = True  # biases in Linear and LayerNorm layers, as GPT-2 has them
+    # The embedding table is padded to a multiple of this many rows. 50,257 is an awkward
+    # number for GPU matrix units; 50,304 = 786 * 64 runs measurably faster. The padded rows
+    # are never used: logits are cut back to vocab_size, so padded ids are never sampled.
+    pad_vocab_to: int = 64
+    use_sdpa: bool = True  # use the fused attention kernel when PyTorch has it; False = hand-written
+
+    def __post_init__(self):
+        for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "pad_vocab_to"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(
+                f"GPTConfig: n_embd={self.n_embd} is not divisible by n_head={self.n_head}; each head "
+                f"gets n_embd // n_head dimensions, so pick e.g. n_embd={self.n_head * max(1, round(self.n_embd / self.n_head))}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def padded_vocab_size(self):
+        return math.ceil(self.vocab_size / self.pad_vocab_to) * self.pad_vocab_to
+
+
+# --------------------------------------------------------------------------------------------
+# Attention
+# --------------------------------------------------------------------------------------------
+
+class CausalSelfAttention(nn.Module):
+    """
+    Multi-head causal self-attention. The textbook form is
+
+        MultiHeadAttention(q, k, v, mask) = Concat(head_1, ..., head_h) W_O,
+        head_i = softmax(q W_Q_i (k W_K_i)^T / sqrt(d_k) + mask) v W_V_i
+
+    In *self*-attention q, k and v are all the same input x. Here the h separate W_Q_i, W_K_i,
+    W_V_i matrices are stacked side by side into one Linear layer (`c_attn`, C -> 3C) so one
+    matrix multiply computes every head's queries, keys and values; `c_proj` is W_O. The mask is
+    always the causal one, built in.
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        self.n_head = config.n_head
+        self.head_size = config.n_embd // config.n_head
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.attn_dropout = nn.Dropout(config.dropout)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.dropout = config.dropout
+        self.use_sdpa = config.use_sdpa and hasattr(F, "scaled_dot_product_attention")
+
+    def forward(self, x, kv_cache=None):
+        B, T, C = x.size()
+
+        # 1. Project to queries, keys and values: x W_Q, x W_K, x W_V for all heads at once.
+        q, k, v = self.c_attn(x).split(C, dim=2)  # each (B, T, C)
+
+        # 2. Split heads: C = nh * hs. Each head attends on its own hs-dimensional slice, so
+        #    different heads can look for different things (previous token, same word, ...).
+        q = q.view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
+
+        # During generation, the keys and values of earlier tokens come from the cache; this
+        # step's new k, v are appended. q stays (B, nh, T, hs): only new tokens ask questions.
+        past = 0
+        if kv_cache is not None:
+            past = kv_cache.pos
+            k, v = kv_cache.append(k, v)  # (B, nh, past + T, hs)
+
+        if self.use_sdpa:
+            # PyTorch's fused kernel does steps 3-6 below in one pass without ever storing the
+            # (T x T) score matrix (FlashAttention-style). Same maths; the tests prove it.
+            # is_causal masks "top-left aligned", right when there is no past. A single new
+            # token with a cache may see every cached token, so it needs no mask at all.
+            if past == 0 or T == 1:
+                y = F.scaled_dot_product_attention(
+                    q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=(past == 0))
+            else:
+                y = F.scaled_dot_product_attention(
+                    q, k, v, attn_mask=causal_mask(T, past, x.device),
+                    dropout_p=self.dropout if self.training else 0.0)
+        else:
+            # 3. Scores: how much each query matches each key, scaled by 1/sqrt(hs). A dot product
+            #    of two random hs-dim vectors has variance ~hs; without the scale, scores grow with
+            #    the head size, softmax saturates to a one-hot and its gradients vanish.
+            att = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_size)  # (B, nh, T, past+T)
+            # 4. Causal mask. The model is trained to predict token t+1 at every position t, all
+            #    positions in parallel. If position t could attend to t+1, the answer would be in
+            #    its input and the model would learn to copy instead of predict; at generation
+            #    time the future does not exist yet. So each query only sees keys at or before it:
+            #    future scores are set to -inf, which softmax turns into exactly 0 weight.
+            att = att.masked_fill(~causal_mask(T, past, x.device), float("-inf"))
+            # 5. Softmax over the keys: each row becomes weights that sum to 1.
+            att = F.softmax(att, dim=-1)
+            # 6. Dropout on the weights (regularisation; off in eval and for pretraining).
+            att = self.attn_dropout(att)
+            # 7. Weighted sum of values: each token gathers information from the tokens it attends to.
+            y = att @ v  # (B, nh, T, past+T) x (B, nh, past+T, hs) -> (B, nh, T, hs)
+
+        # 8. Merge heads: put the nh outputs of size hs back side by side into C.
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
+        # 9. Output projection W_O mixes the heads' results back into the residual stream.
+        return self.resid_dropout(self.c_proj(y))
+
+
+def causal_mask(T, past, device):
+    """(T, past+T) boolean mask, True where query i (at absolute position past+i) may see key j."""
+    query_pos = torch.arange(past, past + T, device=device).unsqueeze(1)  # (T, 1)
+    key_pos = torch.arange(past + T, device=device).unsqueeze(0)  # (1, past+T)
+    return key_pos <= query_pos
+
+
+class KVCache:
+    """
+    Keys and values of the tokens seen so far, one preallocated buffer per layer.
+
+    Without a cache, generating each new token re-runs the whole context through the model,
+    recomputing keys and values that have not changed: a token's k and v depend only on the
+    tokens before it. With it, each step feeds one token and appends one k, v per layer.
+    """
+
+    def __init__(self, config):
+        self.n_layer, self.block_size = config.n_layer, config.block_size
+        self.k, self.v = [], []  # one (B, nh, block_size, hs) buffer per layer, made on first use
+        self.pos = 0  # how many positions are filled
+        self.layer = 0  # which layer appends next (layers run in order)
+
+    def append(self, k, v):
+        B, nh, T, hs = k.shape
+        i, end = self.layer, self.pos + T
+        if i == len(self.k):  # first call for this layer: allocate in the dtype attention runs in
+            self.k.append(k.new_zeros(B, nh, self.block_size, hs))
+            self.v.append(v.new_zeros(B, nh, self.block_size, hs))
+        self.k[i][:, :, self.pos:end] = k
+        self.v[i][:, :, self.pos:end] = v
+        self.layer += 1
+        if self.layer == self.n_layer:  # every layer has its new entries: advance
+            self.layer, self.pos = 0, end
+        return self.k[i][:, :, :end], self.v[i][:, :, :end]
+
+
+# --------------------------------------------------------------------------------------------
+# MLP and block
+# --------------------------------------------------------------------------------------------
+
+class MLP(nn.Module):
+    """Position-wise feed-forward: each token on its own, widen 4x, nonlinearity, project back."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        # GPT-2 used the tanh approximation of GELU; using the exact erf form would change the
+        # logits of the released weights by ~1e-3, enough to fail an exact comparison.
+        self.gelu = nn.GELU(approximate="tanh")
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    """
+    One transformer block: x + attention(LN(x)), then x + MLP(LN(x)).
+
+    This is the pre-LayerNorm block GPT-2 introduced. The original Transformer (and GPT-1) used
+    post-norm, x = LN(x + sublayer(x)), which normalises the residual stream itself after every
+    sub-layer. Pre-norm normalises only the *input* of each sub-layer and leaves the residual path
+    x -> x + ... untouched, so gradients flow from the loss straight back to the embeddings
+    through the additions. Deep post-norm stacks need careful learning-rate warmup to train at
+    all; pre-norm stacks train stably, at the cost of one extra LayerNorm (ln_f) at the very end.
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x, kv_cache=None):
+        x = x + self.attn(self.ln_1(x), kv_cache)  # tokens exchange information
+        x = x + self.mlp(self.ln_2(x))  # each token thinks on its own
+        return x
+
+
+# --------------------------------------------------------------------------------------------
+# The model
+# --------------------------------------------------------------------------------------------
+
+class GPT(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.padded_vocab_size, config.n_embd),  # token -> vector
+            wpe=nn.Embedding(config.block_size, config.n_embd),  # position -> vector
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+        ))
+        self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=False)
+        # Weight tying: the input embedding maps token -> vector, the output head scores
+        # vector -> token; both live in the same token space, so GPT-2 uses one matrix for both.
+        # It saves vocab x n_embd parameters (38.6M of GPT-2 small's 124M) and trains better.
+        self.lm_head.weight = self.transformer.wte.weight
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self):
+        """GPT-2's initialisation, all in one place."""
+        std = 0.02
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, mean=0.0, std=std)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+            if isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        # Scaled init of the residual projections: the residual stream is a sum of the embedding
+        # plus 2 * n_layer contributions (attention and MLP of every block). Adding N independent
+        # terms of std s gives std s * sqrt(N), so each projection that writes into the stream
+        # starts with std / sqrt(2 * n_layer): the stream's scale then does not grow with depth.
+        residual_std = std / math.sqrt(2 * self.config.n_layer)
+        for block in self.transformer.h:
+            nn.init.normal_(block.attn.c_proj.weight, mean=0.0, std=residual_std)
+            nn.init.normal_(block.mlp.c_proj.weight, mean=0.0, std=residual_std)
+
+    def get_num_params(self, non_embedding=True):
+        """
+        Parameter count. The padding rows of the embedding are not counted (no token ever uses
+        them). non_embedding=True leaves out the position embedding, as is usual when scaling
+        laws are quoted; the token embedding stays in because, tied, it is also the output head.
+        """
+        n = sum(p.numel() for p in self.parameters())  # the tied matrix is counted once
+        n -= (self.config.padded_vocab_size - self.config.vocab_size) * self.config.n_embd
+        if non_embedding:
+            n -= self.transformer.wpe.weight.numel()
+        return n
+
+    def flops_per_token(self):
+        """
+        Training FLOPs per token (forward + backward), the figure MFU is computed from
+        (PaLM paper, appendix B): 6 per parameter (2 forward, 4 backward: multiply + add for each
+        weight, twice as much for the backward pass), plus attention's own matmuls, which have
+        no parameters: 12 * n_layer * n_embd * T. The padded output rows are real compute here.
+        """
+        cfg = self.config
+        n = self.get_num_params(non_embedding=True)
+        n += (cfg.padded_vocab_size - cfg.vocab_size) * cfg.n_embd
+        return 6 * n + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size
+
+    def forward(self, idx, targets=None, kv_cache=None):
+        """
+        idx: (B, T) token ids. Returns (logits (B, T, vocab_size), loss or None). Logits come for
+        every position: position t predicts token t+1, so one sequence trains T predictions.
+        """
+        B, T = idx.size()
+        past = kv_cache.pos if kv_cache is not None else 0
+        if past + T > self.config.block_size:
+            raise ValueError(
+                f"sequence of {past + T} tokens is longer than block_size={self.config.block_size}; "
+                f"crop the input to its last {self.config.block_size} tokens")
+        pos = torch.arange(past, past + T, dtype=torch.long, device=idx.device)  # (T,)
+
+        # Token and position embeddings add up: the model sees "what" and "where" in one vector.
+        x = self.transformer.wte(idx) + self.transformer.wpe(pos)  # (B, T, C)
+        x = self.transformer.drop(x)
+        for block in self.transformer.h:
+            x = block(x, kv_cache)
+        x = self.transformer.ln_f(x)
+        logits = self.lm_head(x)  # (B, T, padded_vocab_size)
+        # Cut the padding off: a view, no copy. Padded ids then get no probability, so they can
+        # never be sampled and carry no gradient.
+        logits = logits[..., :self.config.vocab_size]  # (B, T, vocab_size)
+
+        loss = None
+        if targets is not None:
+            # Cross-entropy = -log p(correct next token), averaged over all B*T positions.
+            # At init the model guesses uniformly, so expect ln(vocab_size) (10.8 for GPT-2's
+            # vocabulary, 4.2 for 65 characters). ignore_index=-1 lets callers mask positions.
+            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1),
+                                   ignore_index=-1)
+        return logits, loss
+
+    # ----------------------------------------------------------------------------------------
+    # Generation
+    # ----------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
+                 use_cache=True, stop_token=None, generator=None):
+        """Append max_new_tokens tokens to idx (B, T); returns (B, T + new). See generate_tokens."""
+        new = list(self.generate_tokens(idx, max_new_tokens, temperature, top_k, top_p,
+                                        use_cache, stop_token, generator))
+        return torch.cat([idx] + new, dim=1)
+
+    @torch.no_grad()
+    def generate_tokens(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
+                        use_cache=True, stop_token=None, generator=None):
+        """
+        Yield new tokens one at a time, each (B, 1), so callers can stream text as it appears.
+
+        temperature 0 = greedy (always the most likely token); otherwise logits / temperature
+        are sampled, optionally restricted to the top_k tokens and/or the smallest set of
+        tokens whose probabilities add up to top_p (nucleus sampling). Generation stops early
+        once every sequence has produced stop_token.
+
+        The context window: the model has learned positions 0..block_size-1 only. A prompt
+        longer than that is cropped to its last block_size tokens. When the window is full, the
+        oldest half is dropped and generation continues on the newer half (like llama.cpp's
+        context shift). With learned absolute positions every token's position changes when the
+        window moves, so cached keys/values go stale: the cache is rebuilt from the kept half,
+        one forward pass, and then grows again one token at a time. use_cache=False runs the
+        same windows through the full model at every step: the reference the cache is tested
+        against, and what nanoGPT's generate does.
+        """
+        validate_sampling(temperature, top_k, top_p)
+        was_training = self.training
+        self.eval()
+        block_size = self.config.block_size
+        context = idx[:, -block_size:]  # crop the prompt to the window
+        cache = None
+        done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
+        try:
+            for _ in range(max_new_tokens):
+                if context.size(1) == block_size:  # window full: keep the newer half
+                    context, cache = context[:, -(block_size // 2):], None
+                if not use_cache:
+                    logits, _ = self(context)
+                elif cache is None:  # (re)fill the cache with the whole window
+                    cache = KVCache(self.config)
+                    logits, _ = self(context, kv_cache=cache)
+                else:  # only the newest token goes through the model
+                    logits, _ = self(context[:, -1:], kv_cache=cache)
+                next_token = sample_next_token(logits[:, -1, :], temperature, top_k, top_p, generator)
+                context = torch.cat((context, next_token), dim=1)
+                yield next_token
+                if stop_token is not None:
+                    done |= next_token.squeeze(1) == stop_token
+                    if done.all():
+                        break
+        finally:
+            self.train(was_training)
+
+    # ----------------------------------------------------------------------------------------
+    # GPT-2 weights in the Hugging Face format
+    # ----------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, **overrides):
+        """
+        Load GPT-2 weights: a hub name ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl'),
+        downloaded once into the cache, or a local directory holding a Hugging Face GPT-2
+        checkpoint (config.json + model.safetensors). overrides: e.g. dropout=0.1 to finetune.
+        """
+        path = Path(name_or_path)
+        if path.is_dir():
+            directory = path
+        elif name_or_path in HUB_MODELS:
+            directory = download_hub_model(name_or_path)
+        else:
+            raise ValueError(
+                f"{name_or_path!r} is neither a local directory nor one of {', '.join(HUB_MODELS)}; "
+                f"pass a GPT-2 model name or a folder with config.json and model.safetensors")
+        return cls.from_hf_dir(directory, **overrides)
+
+    @classmethod
+    def from_hf_dir(cls, directory, **overrides):
+        from safetensors.torch import load_file  # the format the hub ships, safe to load
+
+        directory = Path(directory)
+        for required in ("config.json", "model.safetensors"):
+            if not (directory / required).is_file():
+                raise FileNotFoundError(
+                    f"{directory / required} is missing: a Hugging Face GPT-2 checkpoint folder "
+                    f"needs config.json and model.safetensors")
+        hf = json.loads((directory / "config.json").read_text())
+        config = GPTConfig(block_size=hf["n_positions"], vocab_size=hf["vocab_size"],
+                           n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=hf["n_embd"],
+                           bias=True, **overrides)
+        try:
+            hf_state = load_file(directory / "model.safetensors")
+        except Exception as e:  # safetensors raises its own error types for damaged files
+            raise ValueError(f"{directory / 'model.safetensors'} could not be read ({e}); "
+                             f"delete it and download it again") from e
+        model = cls(config)
+        model.load_state_dict(hf_to_ours(hf_state, model.state_dict(), config))
+        return model
+
+    def save_pretrained(self, directory):
+        """Write a Hugging Face GPT-2 checkpoint (config.json + model.safetensors) that
+        transformers.GPT2LMHeadModel.from_pretrained(directory) loads."""
+        from safetensors.torch import save_file
+
+        cfg = self.config
+        if not cfg.bias:
+            raise ValueError("Hugging Face's GPT-2 always has biases; this model has bias=False")
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        hf_config = {
+            "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
+            "vocab_size": cfg.vocab_size, "n_positions": cfg.block_size, "n_ctx": cfg.block_size,
+            "n_embd": cfg.n_embd, "n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_inner": None,
+            "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5,
+            "resid_pdrop": cfg.dropout, "embd_pdrop": cfg.dropout, "attn_pdrop": cfg.dropout,
+            "initializer_range": 0.02, "tie_word_embeddings": True,
+            "bos_token_id": 50256, "eos_token_id": 50256,
+        }
+        (directory / "config.json").write_text(json.dumps(hf_config, indent=2))
+        save_file(ours_to_hf(self.state_dict(), cfg), directory / "model.safetensors",
+                  metadata={"format": "pt"})
+
+
+# --------------------------------------------------------------------------------------------
+# Sampling
+# --------------------------------------------------------------------------------------------
+
+def validate_sampling(temperature, top_k, top_p):
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1, or None to keep every token; got {top_k}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], or None to turn it off; got {top_p}")
+
+
+def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    """logits (B, V) for the next position -> token ids (B, 1)."""
+    validate_sampling(temperature, top_k, top_p)
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)  # greedy
+    # Temperature < 1 sharpens the distribution towards the likeliest tokens, > 1 flattens it.
+    logits = logits.float() / temperature
+    if top_k is not None:
+        # Keep the k highest logits. A k beyond the vocabulary simply keeps everything.
+        k = min(top_k, logits.size(-1))
+        kth_best = torch.topk(logits, k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth_best, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        # Nucleus: sort by probability, keep the smallest prefix whose mass reaches top_p. A token
+        # is dropped when the mass *before* it already reaches top_p, so the top token always stays.
+        sorted_logits, sorted_idx = torch.sort(logits, descending=True, dim=-1)
+        sorted_probs = F.softmax(sorted_logits, dim=-1)
+        mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
+        sorted_logits = sorted_logits.masked_fill(mass_before >= top_p, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, sorted_idx, sorted_logits)
+    probs = F.softmax(logits, dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator)
+
+
+# --------------------------------------------------------------------------------------------
+# Hugging Face GPT-2 checkpoints: download and key/layout mapping
+# --------------------------------------------------------------------------------------------
+
+# Hub repositories of OpenAI's four GPT-2 sizes (the old names 'gpt2' etc. redirect to these).
+HUB_MODELS = {
+    "gpt2": "openai-community/gpt2",  # 124M: 12 layers, 12 heads, 768 wide
+    "gpt2-medium": "openai-community/gpt2-medium",  # 350M: 24 layers, 16 heads, 1024 wide
+    "gpt2-large": "openai-community/gpt2-large",  # 774M: 36 layers, 20 heads, 1280 wide
+    "gpt2-xl": "openai-community/gpt2-xl",  # 1558M: 48 layers, 25 heads, 1600 wide
+}
+
+
+def download_hub_model(name):
+    """Download config.json and model.safetensors of a hub model once; returns the folder."""
+    from download import cache_dir, download, hf_url
+
+    directory = cache_dir() / "models" / name
+    for filename in ("config.json", "model.safetensors"):
+        download(hf_url(HUB_MODELS[name], filename), directory / filename)
+    return directory
+
+
+# OpenAI's GPT-2 used a "Conv1D" layer that stores weights as (in, out), the transpose of
+# nn.Linear's (out, in). These are the weights to transpose when converting.
+CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+
+
+def hf_to_ours(hf_state, our_state, config):
+    """
+    Map a Hugging Face GPT-2 state dict onto ours. Reads both layouts: the hub's original files
+    (keys like 'h.0.attn.c_attn.weight', plus 'attn.bias' causal-mask buffers) and what current
+    transformers writes ('transformer.h.0...' and maybe 'lm_head.weight').
+    """
+    out = {}
+    for key, tensor in hf_state.items():
+        key = key.removeprefix("transformer.")
+        # Not weights: old files store the causal mask ('attn.bias', 'attn.masked_bias') as
+        # buffers, and lm_head.weight is a copy of wte (tied) when present.
+        if key.endswith((".attn.bias", ".attn.masked_bias")) or key == "lm_head.weight":
+            continue
+        ours = "transformer." + key
+        if ours not in our_state:
+            raise KeyError(f"unexpected weight {key!r} in the checkpoint: is it a GPT-2 model?")
+        if key.endswith(CONV1D_WEIGHTS):
+            tensor = tensor.t()
+        if ours == "transformer.wte.weight":
+            # Our table is padded to a multiple of pad_vocab_to rows; the extra rows stay as
+            # initialised (they are never used).
+            padded = our_state[ours].clone()
+            padded[:tensor.size(0)] = tensor
+            tensor = padded
+        if tensor.shape != our_state[ours].shape:
+            raise ValueError(f"{key}: checkpoint shape {tuple(tensor.shape)} does not match the "
+                             f"model's {tuple(our_state[ours].shape)}")
+        out[ours] = tensor
+    out["lm_head.weight"] = out["transformer.wte.weight"]  # tied
+    missing = set(our_state) - set(out)
+    if missing:
+        raise KeyError(f"the checkpoint lacks {sorted(missing)[:5]}: is it a complete GPT-2 model?")
+    return out
+
+
+def ours_to_hf(our_state, config):
+    """The reverse of hf_to_ours, in the layout current transformers writes."""
+    out = {}
+    for key, tensor in our_state.items():
+        if key == "lm_head.weight":
+            continue  # tied to wte; Hugging Face re-ties it on load
+        if key.endswith(CONV1D_WEIGHTS):
+            tensor = tensor.t()
+        if key == "transformer.wte.weight":
+            tensor = tensor[:config.vocab_size]  # drop the padding rows
+        out[key] = tensor.detach().contiguous().cpu()
+    return out

@@ -1,0 +1,360 @@
+"""
+Tests for model.py. Most compare two things that must agree: the hand-written attention and the
+fused kernel, generation with and without the KV cache, our GPT-2 and Hugging Face's.
+"""
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from model import GPT, GPTConfig, KVCache, sample_next_token
+
+TINY = dict(block_size=32, vocab_size=65, n_layer=2, n_head=4, n_embd=64)
+
+
+def tiny_pair(**overrides):
+    """Two identical tiny models, one with the fused attention, one hand-written."""
+    torch.manual_seed(0)
+    fused = GPT(GPTConfig(**{**TINY, **overrides, "use_sdpa": True}))
+    manual = GPT(GPTConfig(**{**TINY, **overrides, "use_sdpa": False}))
+    manual.load_state_dict(fused.state_dict())
+    assert fused.transformer.h[0].attn.use_sdpa and not manual.transformer.h[0].attn.use_sdpa
+    return fused, manual
+
+
+# ---------------------------------------------------------------------------- config
+
+def test_config_rejects_heads_that_do_not_divide_the_width():
+    with pytest.raises(ValueError, match="not divisible by n_head"):
+        GPTConfig(n_embd=100, n_head=12)
+
+
+@pytest.mark.parametrize("field,value", [("n_layer", 0), ("vocab_size", -1), ("block_size", 2.5)])
+def test_config_rejects_non_positive_sizes(field, value):
+    with pytest.raises(ValueError, match=field):
+        GPTConfig(**{field: value})
+
+
+# ---------------------------------------------------------------------------- attention
+
+def test_manual_attention_equals_fused_outputs_and_gradients():
+    fused, manual = tiny_pair()
+    idx = torch.randint(0, 65, (3, 32))
+    targets = torch.randint(0, 65, (3, 32))
+    logits_f, loss_f = fused(idx, targets)
+    logits_m, loss_m = manual(idx, targets)
+    assert (logits_f - logits_m).abs().max() < 1e-5
+    loss_f.backward()
+    loss_m.backward()
+    grads_m = dict(manual.named_parameters())
+    for name, p in fused.named_parameters():
+        assert torch.allclose(p.grad, grads_m[name].grad, atol=1e-6, rtol=1e-4), name
+
+
+def test_manual_attention_equals_fused_with_a_cache_and_several_new_tokens():
+    # The cached path with past > 0 and T > 1 needs an explicit offset mask in both paths.
+    fused, manual = tiny_pair()
+    fused.eval(), manual.eval()
+    idx = torch.randint(0, 65, (2, 20))
+    outputs = []
+    for model in (fused, manual):
+        cache = KVCache(model.config)
+        model(idx[:, :12], kv_cache=cache)
+        outputs.append(model(idx[:, 12:], kv_cache=cache)[0])
+    full, _ = manual(idx)
+    assert (outputs[0] - outputs[1]).abs().max() < 1e-5
+    assert (outputs[0] - full[:, 12:]).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("use_sdpa", [True, False])
+def test_causality_changing_a_token_leaves_earlier_logits_unchanged(use_sdpa):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**TINY, use_sdpa=use_sdpa)).eval()
+    idx = torch.randint(0, 65, (1, 32))
+    j = 17
+    changed = idx.clone()
+    changed[0, j] = (idx[0, j] + 1) % 65
+    before, after = model(idx)[0], model(changed)[0]
+    assert torch.equal(before[:, :j], after[:, :j])  # nothing before j may see token j
+    assert not torch.allclose(before[:, j:], after[:, j:])  # ...but position j and later do
+
+
+# ---------------------------------------------------------------------------- the model
+
+@pytest.mark.parametrize("vocab_size", [65, 1000])
+def test_loss_at_init_is_about_ln_vocab_size(vocab_size):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**{**TINY, "vocab_size": vocab_size}))
+    idx = torch.randint(0, vocab_size, (8, 32))
+    targets = torch.randint(0, vocab_size, (8, 32))
+    _, loss = model(idx, targets)
+    assert abs(loss.item() - math.log(vocab_size)) < 0.05 * math.log(vocab_size)
+
+
+def test_logits_cover_every_position_and_only_the_real_vocabulary():
+    model = GPT(GPTConfig(**TINY))
+    assert model.lm_head.weight.shape[0] == 128  # 65 padded up to a multiple of 64
+    logits, loss = model(torch.zeros(2, 5, dtype=torch.long))
+    assert logits.shape == (2, 5, 65) and loss is None
+
+
+def test_tiny_model_overfits_one_batch():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**TINY))
+    idx = torch.randint(0, 65, (4, 32))
+    targets = torch.roll(idx, -1, dims=1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(150):
+        _, loss = model(idx, targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.05
+
+
+def test_token_embedding_and_output_head_share_storage():
+    model = GPT(GPTConfig(**TINY))
+    assert model.lm_head.weight is model.transformer.wte.weight
+    with torch.no_grad():
+        model.transformer.wte.weight[3, 0] = 42.0
+    assert model.lm_head.weight[3, 0] == 42.0
+    # Loading a state dict must keep them tied.
+    other = GPT(GPTConfig(**TINY))
+    other.load_state_dict(model.state_dict())
+    assert other.lm_head.weight.data_ptr() == other.transformer.wte.weight.data_ptr()
+
+
+@pytest.mark.parametrize("name,shape,count", [
+    ("gpt2", dict(n_layer=12, n_head=12, n_embd=768), 124_439_808),
+    ("gpt2-medium", dict(n_layer=24, n_head=16, n_embd=1024), 354_823_168),
+])
+def test_parameter_count_of_gpt2_shapes(name, shape, count):
+    with torch.device("meta"):  # shapes only, no memory or init cost
+        model = GPT(GPTConfig(**shape))
+    assert model.get_num_params(non_embedding=False) == count
+    assert model.get_num_params() == count - 1024 * shape["n_embd"]
+
+
+def test_flops_per_token_counts_six_per_weight_plus_attention():
+    model = GPT(GPTConfig(**TINY))
+    cfg = model.config
+    weights = sum(p.numel() for n, p in model.named_parameters() if n != "transformer.wpe.weight")
+    assert model.flops_per_token() == 6 * weights + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size
+
+
+# ---------------------------------------------------------------------------- generation
+
+def test_kv_cache_gives_the_same_logits_as_the_full_forward():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**TINY)).eval()
+    idx = torch.randint(0, 65, (2, 32))
+    full, _ = model(idx)
+    cache = KVCache(model.config)
+    step_logits = [model(idx[:, :10], kv_cache=cache)[0]]
+    for t in range(10, 32):
+        step_logits.append(model(idx[:, t:t + 1], kv_cache=cache)[0])
+    assert (torch.cat(step_logits, dim=1) - full).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("prompt_len,new", [(5, 20), (5, 100), (40, 30)])
+def test_kv_cache_generation_equals_no_cache_reference(prompt_len, new):
+    # 100 new tokens on a 32-token window slides the window several times; a 40-token prompt
+    # is longer than the window and must be cropped.
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**TINY)).eval()
+    idx = torch.randint(0, 65, (2, prompt_len))
+    with_cache = model.generate(idx, new, temperature=0, use_cache=True)
+    without = model.generate(idx, new, temperature=0, use_cache=False)
+    assert with_cache.shape == (2, prompt_len + new)
+    assert torch.equal(with_cache[:, :prompt_len], idx)
+    assert torch.equal(with_cache, without)
+
+
+def test_sampled_generation_is_reproducible_with_and_without_cache():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**TINY)).eval()
+    idx = torch.randint(0, 65, (1, 4))
+    runs = [model.generate(idx, 50, temperature=0.8, top_k=20, top_p=0.9, use_cache=c,
+                           generator=torch.Generator().manual_seed(7)) for c in (True, False)]
+    assert torch.equal(*runs)
+
+
+def test_padded_vocabulary_ids_are_never_sampled():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**TINY)).eval()
+    with torch.no_grad():  # make the padding rows irresistible if they were ever scored
+        model.lm_head.weight[65:] = 10.0
+    out = model.generate(torch.zeros(4, 1, dtype=torch.long), 60, temperature=2.0)
+    assert out.max() < 65
+
+
+def test_generation_stops_at_stop_token():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**TINY)).eval()
+    idx = torch.zeros(1, 1, dtype=torch.long)
+    first = model.generate(idx, 1, temperature=0)[0, -1].item()
+    out = model.generate(idx, 50, temperature=0, stop_token=first)
+    assert out.shape == (1, 2)
+
+
+def test_generate_keeps_training_mode_of_the_caller():
+    model = GPT(GPTConfig(**TINY)).train()
+    model.generate(torch.zeros(1, 1, dtype=torch.long), 3)
+    assert model.training
+
+
+# ---------------------------------------------------------------------------- sampling options
+
+def test_top_k_larger_than_the_vocabulary_is_clamped():
+    logits = torch.randn(2, 10)
+    out = sample_next_token(logits, temperature=1.0, top_k=1000)
+    assert out.shape == (2, 1) and out.max() < 10
+
+
+def test_top_k_one_and_temperature_zero_are_greedy():
+    logits = torch.randn(5, 50)
+    greedy = logits.argmax(-1, keepdim=True)
+    assert torch.equal(sample_next_token(logits, temperature=0), greedy)
+    assert torch.equal(sample_next_token(logits, temperature=1.0, top_k=1), greedy)
+
+
+def test_top_p_keeps_the_smallest_set_reaching_the_mass():
+    # probabilities 0.5, 0.3, 0.15, 0.05: top_p=0.75 must keep exactly the first two.
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    logits = probs.log().repeat(2000, 1)
+    samples = sample_next_token(logits, temperature=1.0, top_p=0.75,
+                                generator=torch.Generator().manual_seed(0))
+    assert set(samples.flatten().tolist()) == {0, 1}
+    share_of_first = (samples == 0).float().mean().item()
+    assert abs(share_of_first - 0.5 / 0.8) < 0.05  # renormalised over the kept tokens
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(top_p=0.0), "top_p"), (dict(top_p=1.5), "top_p"), (dict(top_p=-0.1), "top_p"),
+    (dict(temperature=-1.0), "temperature"), (dict(top_k=0), "top_k"),
+])
+def test_bad_sampling_options_are_clear_errors(kwargs, match):
+    model = GPT(GPTConfig(**TINY))
+    with pytest.raises(ValueError, match=match):
+        model.generate(torch.zeros(1, 1, dtype=torch.long), 5, **kwargs)
+
+
+# ---------------------------------------------------------------------------- Hugging Face parity
+
+transformers = pytest.importorskip("transformers", reason="transformers is a test-only dependency")
+
+
+def hf_model(n_layer=2, n_head=4, n_embd=64, vocab_size=100, n_positions=32):
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=n_layer, n_head=n_head, n_embd=n_embd,
+                                     vocab_size=vocab_size, n_positions=n_positions,
+                                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    model = transformers.GPT2LMHeadModel(config).eval()
+    with torch.no_grad():  # HF inits biases and LayerNorms to constants: randomise them too
+        for name, p in model.named_parameters():
+            if "ln_" in name or name.endswith(".bias"):
+                p.add_(torch.randn_like(p) * 0.1)
+    return model
+
+
+def max_logit_diff(ours, theirs, vocab_size, T=32):
+    idx = torch.randint(0, vocab_size, (2, T))
+    with torch.no_grad():
+        return (ours(idx)[0] - theirs(idx).logits).abs().max().item()
+
+
+@pytest.mark.parametrize("use_sdpa", [True, False])
+def test_hugging_face_checkpoint_loads_with_identical_logits(tmp_path, use_sdpa):
+    theirs = hf_model()
+    theirs.save_pretrained(tmp_path)
+    ours = GPT.from_pretrained(str(tmp_path), use_sdpa=use_sdpa).eval()
+    assert max_logit_diff(ours, theirs, 100) <= 1e-4
+
+
+def test_our_save_pretrained_loads_in_hugging_face_with_identical_logits(tmp_path):
+    torch.manual_seed(1)
+    ours = GPT(GPTConfig(block_size=32, vocab_size=100, n_layer=2, n_head=4, n_embd=64)).eval()
+    ours.save_pretrained(tmp_path)
+    theirs = transformers.GPT2LMHeadModel.from_pretrained(tmp_path).eval()
+    assert max_logit_diff(ours, theirs, 100) <= 1e-4
+
+
+def test_gpt2_shape_matches_hugging_face_to_1e_4(tmp_path):
+    # The real GPT-2 small shape (random weights: the real ones need the internet).
+    theirs = hf_model(n_layer=12, n_head=12, n_embd=768, vocab_size=50257, n_positions=1024)
+    theirs.save_pretrained(tmp_path)
+    ours = GPT.from_pretrained(str(tmp_path)).eval()
+    assert ours.get_num_params(non_embedding=False) == 124_439_808
+    assert max_logit_diff(ours, theirs, 50257, T=64) <= 1e-4
+
+
+def original_hub_layout(hf):
+    """The key layout of the files OpenAI's GPT-2 has on the hub: no 'transformer.' prefix and
+    the causal-mask buffers stored as 'h.N.attn.bias'."""
+    state = {k.removeprefix("transformer."): v.contiguous() for k, v in hf.state_dict().items()
+             if k != "lm_head.weight"}
+    n_pos = hf.config.n_positions
+    for i in range(hf.config.n_layer):
+        state[f"h.{i}.attn.bias"] = torch.tril(torch.ones(n_pos, n_pos)).view(1, 1, n_pos, n_pos)
+    return state
+
+
+def write_original_layout(theirs, directory):
+    from safetensors.torch import save_file
+    directory.mkdir(parents=True, exist_ok=True)
+    theirs.config.to_json_file(directory / "config.json")
+    save_file(original_hub_layout(theirs), directory / "model.safetensors")
+
+
+def test_original_hub_key_layout_loads_with_identical_logits(tmp_path):
+    theirs = hf_model()
+    write_original_layout(theirs, tmp_path)
+    ours = GPT.from_pretrained(str(tmp_path)).eval()
+    assert max_logit_diff(ours, theirs, 100) <= 1e-4
+
+
+def test_from_pretrained_names_what_is_missing(tmp_path):
+    with pytest.raises(ValueError, match="neither a local directory"):
+        GPT.from_pretrained("gpt3")
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        GPT.from_pretrained(str(tmp_path))
+
+
+# ---------------------------------------------------------------------------- hub download
+
+def serve_as_gpt2(fake_hub, theirs, tmp_path):
+    """Serve a small random GPT-2 under the 'gpt2' hub name (the real one is 500 MB)."""
+    write_original_layout(theirs, tmp_path / "src")
+    base = "/openai-community/gpt2/resolve/main"
+    for name in ("config.json", "model.safetensors"):
+        fake_hub.files[f"{base}/{name}"] = (tmp_path / "src" / name).read_bytes()
+    return base
+
+
+def test_hub_download_works_and_is_cached(fake_hub, tmp_path):
+    theirs = hf_model()
+    base = serve_as_gpt2(fake_hub, theirs, tmp_path)
+    ours = GPT.from_pretrained("gpt2").eval()
+    assert max_logit_diff(ours, theirs, 100) <= 1e-4
+    GPT.from_pretrained("gpt2")  # second time: from the cache
+    assert fake_hub.count(f"{base}/model.safetensors") == 1
+    assert fake_hub.count(f"{base}/config.json") == 1
+
+
+@pytest.mark.parametrize("failure", ["truncated", "server_error"])
+def test_failed_hub_download_is_a_clear_error_and_leaves_nothing(fake_hub, tmp_path, failure):
+    from download import DownloadError
+    base = serve_as_gpt2(fake_hub, hf_model(), tmp_path)
+    if failure == "truncated":
+        fake_hub.truncate.add(f"{base}/model.safetensors")
+    else:
+        fake_hub.status[f"{base}/model.safetensors"] = 500
+    with pytest.raises(DownloadError, match="model.safetensors"):
+        GPT.from_pretrained("gpt2")
+    cache = tmp_path / "cache"
+    leftovers = [p.name for p in cache.rglob("*") if p.is_file()]
+    assert "model.safetensors" not in leftovers
+    assert not any(name.endswith(".part") for name in leftovers)
