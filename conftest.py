@@ -69,10 +69,11 @@ def fake_hub(monkeypatch, tmp_path):
     """A FakeHub served on 127.0.0.1; HF_ENDPOINT points at it and the download cache is in tmp_path."""
     hub = FakeHub()
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), make_handler(hub))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     hub.url = f"http://127.0.0.1:{server.server_address[1]}"
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")  # a proxy in the environment must not intercept
     monkeypatch.setenv("GPT_CACHE_DIR", str(tmp_path / "cache"))
     yield hub
     server.shutdown()

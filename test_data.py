@@ -1,0 +1,468 @@
+"""Tests for download.py, tokenizer.py and prepare.py. CPU only, no network.
+
+Downloads are tested against conftest.py's `fake_hub`, a tiny HTTP server on
+127.0.0.1 that serves bytes the test chose and can misbehave on purpose (send a
+truncated body, answer 404 or 503); one test adds a server that ignores Range.
+"""
+
+import hashlib
+import json
+import http.server
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import download
+import prepare
+import tokenizer
+from download import DownloadError
+from prepare import ShardError
+
+REPO_ROOT = Path(__file__).resolve().parent
+SHAKESPEARE_TEXT = (REPO_ROOT / "assets" / "tinyshakespeare.txt").read_text(encoding="utf-8")
+
+
+# ----------------------------------------------------------------------------
+# helpers. The local server is conftest.py's `fake_hub` fixture: it serves
+# hub.files on 127.0.0.1 (Range supported), records hub.requests as
+# (method, path, Range header), and can truncate bodies or answer a given status.
+
+
+@pytest.fixture
+def hub(fake_hub, monkeypatch):
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")  # a configured proxy must not intercept
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    return fake_hub
+
+
+def requested(hub) -> list[tuple[str, str | None]]:
+    """(path, Range header) of every request the hub has seen."""
+    return [(path, range_header) for _, path, range_header in hub.requests]
+
+
+def fineweb_path(filename: str) -> str:
+    """URL path under which the HF endpoint serves a file of the FineWeb dataset repo."""
+    return f"/datasets/{prepare.FINEWEB_REPO}/resolve/main/{filename}"
+
+
+def shard_bytes(tmp_path: Path, tokens) -> bytes:
+    path = tmp_path / "shard_source.bin"
+    prepare.write_shard(path, tokens)
+    return path.read_bytes()
+
+
+def files_in(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+# ----------------------------------------------------------------------------
+# tokenizer.py
+
+
+def test_gpt2_known_ids_and_round_trip():
+    tok = tokenizer.GPT2Tokenizer()
+    assert tok.encode("Hello world") == [15496, 995]
+    assert (tok.vocab_size, tok.eot_token, tok.name) == (50257, 50256, "gpt2")
+    text = "First Citizen:\nBefore we proceed… naïve café 你好 🙂\n\n  spaces"
+    assert tok.decode(tok.encode(text)) == text
+    # Special-token text is plain text unless asked for: a document cannot fake a boundary.
+    assert 50256 not in tok.encode("<|endoftext|>")
+    assert tok.encode("<|endoftext|>", allow_special=True) == [50256]
+
+
+def test_gpt2_encoding_matches_tiktokens_own_loader(monkeypatch):
+    """Our loader and tiktoken's reference loader must build the same encoding."""
+    import tiktoken
+    import tiktoken.load
+    from tiktoken_ext.openai_public import r50k_pat_str
+
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")  # read the local files, write no cache
+    assets = tokenizer.GPT2_ASSETS_DIR
+    reference_ranks = tiktoken.load.data_gym_to_mergeable_bpe_ranks(
+        str(assets / "vocab.bpe"), str(assets / "encoder.json"),
+        vocab_bpe_hash=tokenizer.GPT2_VOCAB_BPE_SHA256, encoder_json_hash=tokenizer.GPT2_ENCODER_JSON_SHA256,
+    )
+    reference = tiktoken.Encoding(name="gpt2", pat_str=r50k_pat_str, mergeable_ranks=reference_ranks,
+                                  special_tokens={"<|endoftext|>": 50256}, explicit_n_vocab=50257)
+    ours = tokenizer.gpt2_encoding()
+    assert tokenizer.GPT2_PATTERN == r50k_pat_str
+    assert ours._mergeable_ranks == reference_ranks
+    sample = SHAKESPEARE_TEXT[:20000] + " 3.14159 don't ✓ \t\r\n"
+    assert ours.encode_ordinary(sample) == reference.encode_ordinary(sample)
+    assert ours.n_vocab == reference.n_vocab == 50257
+    assert tokenizer.gpt2_encoding() is ours  # built once per process
+
+
+def test_gpt2_corrupt_asset_is_refused(tmp_path, monkeypatch):
+    (tmp_path / "vocab.bpe").write_bytes((tokenizer.GPT2_ASSETS_DIR / "vocab.bpe").read_bytes() + b"x")
+    (tmp_path / "encoder.json").write_bytes((tokenizer.GPT2_ASSETS_DIR / "encoder.json").read_bytes())
+    monkeypatch.setattr(tokenizer, "GPT2_ASSETS_DIR", tmp_path)
+    with pytest.raises(ValueError, match="vocab.bpe is corrupt"):
+        tokenizer.gpt2_encoding.__wrapped__()  # bypass the in-process cache
+    (tmp_path / "vocab.bpe").unlink()
+    with pytest.raises(FileNotFoundError, match="vocab.bpe is missing"):
+        tokenizer.gpt2_encoding.__wrapped__()
+
+
+def test_char_tokenizer_round_trip_and_unknown_characters():
+    tok = tokenizer.CharTokenizer.from_text("hello world")
+    assert tok.chars == sorted(set("hello world"))
+    assert (tok.name, tok.eot_token, tok.vocab_size) == ("char", None, 8)
+    assert tok.decode(tok.encode("low herd")) == "low herd"
+    with pytest.raises(ValueError) as excinfo:
+        tok.encode("hex! wow")
+    message = str(excinfo.value)
+    assert "2 character(s)" in message and "'!'" in message and "'x'" in message
+    with pytest.raises(ValueError, match="out of range"):
+        tok.decode([0, 8])
+    with pytest.raises(ValueError, match="distinct"):
+        tokenizer.CharTokenizer(["a", "a"])
+
+
+def test_tokenizer_from_meta():
+    char = tokenizer.tokenizer_from_meta({"tokenizer": "char", "vocab_size": 3, "chars": ["a", "b", "c"]})
+    assert char.decode(char.encode("cab")) == "cab"
+    assert tokenizer.tokenizer_from_meta({"tokenizer": "gpt2", "vocab_size": 50257}).encode("Hello") == [15496]
+    with pytest.raises(ValueError, match="unknown tokenizer"):
+        tokenizer.tokenizer_from_meta({"tokenizer": "sentencepiece"})
+    with pytest.raises(ValueError, match="vocab_size=4"):
+        tokenizer.tokenizer_from_meta({"tokenizer": "char", "vocab_size": 4, "chars": ["a", "b", "c"]})
+
+
+# ----------------------------------------------------------------------------
+# prepare.py: text sources
+
+
+def decode_split(dataset_dir: Path, split: str) -> str:
+    meta = prepare.load_meta(dataset_dir)
+    (tokens,) = prepare.load_split(dataset_dir, split)
+    return tokenizer.tokenizer_from_meta(meta).decode(tokens.tolist())
+
+
+def test_prepare_shakespeare_char(tmp_path):
+    dataset_dir = prepare.prepare_shakespeare_char(tmp_path)
+    assert dataset_dir == tmp_path / "shakespeare_char"
+    meta = json.loads((dataset_dir / "meta.json").read_text())
+    assert meta["tokenizer"] == "char" and meta["vocab_size"] == 65 and meta["format"] == "bin"
+    assert meta["dtype"] == "uint16" and (dataset_dir / "train.bin").stat().st_size == 2 * meta["train_tokens"]
+    assert meta["train_tokens"] + meta["val_tokens"] == len(SHAKESPEARE_TEXT)
+    assert meta["val_tokens"] == len(SHAKESPEARE_TEXT) - int(len(SHAKESPEARE_TEXT) * 0.9)
+    # the split is by position: train then val give back the original text
+    assert decode_split(dataset_dir, "train") + decode_split(dataset_dir, "val") == SHAKESPEARE_TEXT
+
+
+def test_prepare_shakespeare_gpt2(tmp_path):
+    dataset_dir = prepare.prepare_shakespeare(tmp_path)
+    meta = prepare.load_meta(dataset_dir)
+    assert (meta["tokenizer"], meta["vocab_size"], meta["dtype"]) == ("gpt2", 50257, "uint16")
+    train_text, val_text = prepare.split_text(SHAKESPEARE_TEXT)
+    assert decode_split(dataset_dir, "train") == train_text
+    assert decode_split(dataset_dir, "val") == val_text
+    assert meta["val_tokens"] == len(tokenizer.GPT2Tokenizer().encode(val_text))
+
+
+def test_prepare_text_command_line(tmp_path, capsys):
+    text = "the quick brown fox jumps over the lazy dog.\n" * 20
+    input_path = tmp_path / "my.txt"
+    input_path.write_text(text, encoding="utf-8")
+    data_dir = tmp_path / "data"
+
+    args = ["text", f"--input={input_path}", "--tokenizer=gpt2", "--name=mytext", f"--data_dir={data_dir}"]
+    assert prepare.main(args) == 0
+    assert prepare.load_meta(data_dir / "mytext")["tokenizer"] == "gpt2"
+    assert decode_split(data_dir / "mytext", "train") + decode_split(data_dir / "mytext", "val") == text
+
+    assert prepare.main(["text", "--input", str(input_path), "--data_dir", str(data_dir)]) == 0
+    meta = prepare.load_meta(data_dir / "my")  # default: char tokenizer, name from the file name
+    assert meta["tokenizer"] == "char" and meta["chars"] == sorted(set(text))
+
+    assert prepare.main(["text", f"--input={tmp_path / 'missing.txt'}", f"--data_dir={data_dir}"]) == 1
+    assert "missing.txt not found" in capsys.readouterr().err
+
+
+def test_bad_text_inputs(tmp_path):
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    with pytest.raises(ValueError, match="not UTF-8"):
+        prepare.prepare_text_file(tmp_path / "latin1.txt", data_dir=tmp_path)
+    with pytest.raises(ValueError, match="too short"):
+        prepare.prepare_text("a", "tiny", data_dir=tmp_path)
+    with pytest.raises(ValueError, match="unknown tokenizer"):
+        prepare.prepare_text("abcdefghijkl", "x", tokenizer="bpe", data_dir=tmp_path)
+
+
+def test_default_command_prepares_shakespeare_char_under_data_dir(tmp_path, monkeypatch):
+    monkeypatch.setattr(prepare, "DATA_DIR", tmp_path)  # callers may move the default data folder
+    assert prepare.main([]) == 0
+    assert prepare.load_meta(tmp_path / "shakespeare_char")["vocab_size"] == 65
+
+
+def test_help_runs_as_a_script():
+    result = subprocess.run([sys.executable, "prepare.py", "--help"], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    for command in ("shakespeare_char", "shakespeare", "fineweb10B", "text"):
+        assert command in result.stdout
+
+
+def test_uint32_when_vocab_exceeds_uint16(tmp_path):
+    # 66,000 distinct characters (from the supplementary planes) > 65,536 ids.
+    text = "".join(chr(0x10000 + i) for i in range(66_000)) * 2
+    dataset_dir = prepare.prepare_text(text, "bigvocab", "char", tmp_path)
+    meta = prepare.load_meta(dataset_dir)
+    assert meta["vocab_size"] == 66_000 and meta["dtype"] == "uint32"
+    (train,) = prepare.load_split(dataset_dir, "train")
+    assert train.dtype == np.uint32 and int(train.max()) == 65_999  # would wrap to 463 in uint16
+    assert (dataset_dir / "train.bin").stat().st_size == 4 * meta["train_tokens"]
+    assert decode_split(dataset_dir, "train") + decode_split(dataset_dir, "val") == text
+
+
+def test_ids_that_do_not_fit_are_refused():
+    assert prepare.dtype_for_vocab(65_536) == np.uint16
+    assert prepare.dtype_for_vocab(65_537) == np.uint32
+    assert prepare.to_token_array([0, 65_535], 65_536).dtype == np.uint16
+    with pytest.raises(ValueError, match="token id 70000 at position 1"):
+        prepare.to_token_array([5, 70_000], 65_536)
+    with pytest.raises(ValueError, match="token id -1"):
+        prepare.to_token_array([-1], 10)
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        prepare.to_token_array([10], 10)
+    with pytest.raises(ValueError):
+        prepare.write_shard("never_written.bin", [65_536])  # shards are uint16
+
+
+def test_missing_dataset_names_the_command(tmp_path):
+    with pytest.raises(FileNotFoundError, match="python prepare.py shakespeare$"):
+        prepare.load_meta(tmp_path / "shakespeare")
+    with pytest.raises(FileNotFoundError, match="python prepare.py fineweb10B --num_shards=1"):
+        prepare.ensure_dataset("fineweb10B", tmp_path)
+    with pytest.raises(FileNotFoundError, match="python prepare.py text --input=.* --name=mine"):
+        prepare.load_split(tmp_path / "mine", "train")
+    assert not (tmp_path / "fineweb10B").exists()  # ensure_dataset never downloads on its own
+    dataset_dir = prepare.ensure_dataset("shakespeare_char", tmp_path)
+    assert prepare.load_meta(dataset_dir)["vocab_size"] == 65
+    assert prepare.ensure_dataset("shakespeare_char", tmp_path) == dataset_dir
+
+
+# ----------------------------------------------------------------------------
+# prepare.py: llm.c shards
+
+
+def test_shard_format_matches_llm_c(tmp_path):
+    tokens = np.array([50256, 0, 1, 65_535, 464], dtype=np.uint16)
+    header = np.zeros(256, dtype="<i4")
+    header[:3] = [20240520, 1, len(tokens)]
+    by_hand = tmp_path / "by_hand.bin"
+    by_hand.write_bytes(header.tobytes() + tokens.astype("<u2").tobytes())
+    assert prepare.read_shard_header(by_hand) == 5
+    assert prepare.read_shard(by_hand).tolist() == tokens.tolist()
+    prepare.write_shard(tmp_path / "ours.bin", tokens)
+    assert (tmp_path / "ours.bin").read_bytes() == by_hand.read_bytes()
+
+
+@pytest.mark.parametrize("corrupt, message", [
+    (lambda b: b[:100], "too small"),
+    (lambda b: (1234).to_bytes(4, "little") + b[4:], "not a token shard"),
+    (lambda b: b[:4] + (2).to_bytes(4, "little") + b[8:], "version 2"),
+    (lambda b: b[:-2], "truncated"),
+])
+def test_bad_shards_are_refused(tmp_path, corrupt, message):
+    good = shard_bytes(tmp_path, range(10))
+    path = tmp_path / "bad.bin"
+    path.write_bytes(corrupt(good))
+    with pytest.raises(ShardError, match=message):
+        prepare.read_shard(path)
+
+
+# ----------------------------------------------------------------------------
+# fineweb10B through download.py, against the local hub
+
+
+def serve_fineweb(hub, tmp_path: Path, num_train: int) -> dict[str, list[int]]:
+    tokens = {"fineweb_val_000000.bin": [50256, 7, 8, 9]}
+    for i in range(1, num_train + 1):
+        tokens[f"fineweb_train_{i:06d}.bin"] = [50256] + list(range(100 * i, 100 * i + 20))
+    for name, ids in tokens.items():
+        hub.files[fineweb_path(name)] = shard_bytes(tmp_path, ids)
+    return tokens
+
+
+def test_fineweb_download_then_cached(hub, tmp_path):
+    tokens = serve_fineweb(hub, tmp_path, num_train=3)
+    data_dir = tmp_path / "data"
+    dataset_dir = prepare.prepare_fineweb(2, data_dir)
+
+    meta = prepare.load_meta(dataset_dir)
+    assert meta["format"] == "shards" and meta["tokenizer"] == "gpt2" and meta["dtype"] == "uint16"
+    assert meta["train_shards"] == ["fineweb_train_000001.bin", "fineweb_train_000002.bin"]
+    assert (meta["train_tokens"], meta["val_tokens"]) == (42, 4)
+    train = prepare.load_split(dataset_dir, "train")
+    assert [shard.tolist() for shard in train] == [tokens["fineweb_train_000001.bin"], tokens["fineweb_train_000002.bin"]]
+    assert prepare.load_split(dataset_dir, "val")[0].tolist() == tokens["fineweb_val_000000.bin"]
+    assert requested(hub) == [
+        (fineweb_path("fineweb_val_000000.bin"), None),  # val first, always
+        (fineweb_path("fineweb_train_000001.bin"), None),
+        (fineweb_path("fineweb_train_000002.bin"), None),
+    ]
+    assert not any(name.endswith(".part") for name in files_in(dataset_dir))
+
+    hub.requests.clear()
+    assert prepare.main(["fineweb10B", "--num_shards=2", f"--data_dir={data_dir}"]) == 0
+    assert hub.requests == []  # everything cached: no request at all
+
+
+def test_fineweb_truncated_shard_leaves_nothing(hub, tmp_path):
+    serve_fineweb(hub, tmp_path, num_train=1)
+    # The server delivers the whole file, but the file itself is cut short.
+    val = fineweb_path("fineweb_val_000000.bin")
+    hub.files[val] = hub.files[val][:-2]
+    with pytest.raises(ShardError, match="truncated") as excinfo:
+        prepare.prepare_fineweb(1, tmp_path)
+    assert "run the command again" in str(excinfo.value)
+    assert files_in(tmp_path / "fineweb10B") == []  # no shard, no .part, no meta.json
+
+
+def test_fineweb_truncated_transfer_leaves_nothing(hub, tmp_path):
+    serve_fineweb(hub, tmp_path, num_train=1)
+    # The server announces the full Content-Length, then hangs up halfway.
+    hub.truncate.add(fineweb_path("fineweb_train_000001.bin"))
+    with pytest.raises(DownloadError) as excinfo:
+        prepare.prepare_fineweb(1, tmp_path)
+    assert "fineweb_train_000001.bin" in excinfo.value.url
+    assert excinfo.value.why.startswith("truncated transfer")
+    assert "check your connection" in excinfo.value.fix
+    # The good val shard stays (cached for the retry); the broken one left no trace.
+    assert files_in(tmp_path / "fineweb10B") == ["fineweb_val_000000.bin"]
+
+
+def test_fineweb_404_is_a_clear_error(hub, tmp_path, capsys):
+    with pytest.raises(DownloadError) as excinfo:
+        prepare.prepare_fineweb(1, tmp_path)
+    error = excinfo.value
+    assert error.url == hub.url + fineweb_path("fineweb_val_000000.bin")
+    assert "HTTP 404" in error.why and "check the URL" in error.fix
+    assert str(error).startswith(f"could not download {error.url}: ")
+    assert files_in(tmp_path / "fineweb10B") == []
+
+    assert prepare.main(["fineweb10B", f"--data_dir={tmp_path}"]) == 1
+    assert "error: could not download" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="num_shards"):
+        prepare.prepare_fineweb(0, tmp_path)
+
+
+# ----------------------------------------------------------------------------
+# download.py
+
+
+def test_resume_partial_download_with_range(hub, tmp_path):
+    body = bytes(range(256)) * 40
+    hub.files["/f.bin"] = body
+    dest = tmp_path / "f.bin"
+    Path(str(dest) + ".part").write_bytes(body[:3000])  # left by an interrupted earlier run
+    assert download.download(hub.url + "/f.bin", dest, expected_size=len(body)) == dest
+    assert requested(hub) == [("/f.bin", "bytes=3000-")]  # only the missing bytes were asked for
+    assert dest.read_bytes() == body
+    assert files_in(tmp_path) == ["f.bin"]
+
+
+def test_restart_when_range_not_satisfiable(hub, tmp_path):
+    hub.files["/f.bin"] = b"short"
+    dest = tmp_path / "f.bin"
+    Path(str(dest) + ".part").write_bytes(b"a stale part that is too long")
+    download.download(hub.url + "/f.bin", dest)
+    assert requested(hub) == [("/f.bin", "bytes=29-"), ("/f.bin", None)]  # 416, then from scratch
+    assert dest.read_bytes() == b"short"
+
+
+def test_restart_when_server_ignores_range(tmp_path, monkeypatch):
+    """A server without Range support answers 200 with the whole file: the old .part must go."""
+    from conftest import FakeHub, make_handler
+
+    hub = FakeHub()
+    body = b"the real file " * 100
+    hub.files["/f.bin"] = body
+
+    class NoRangeHandler(make_handler(hub)):
+        def do_GET(self):
+            hub.requests.append(("GET", self.path, self.headers.get("Range")))
+            del self.headers["Range"]  # behave as if Range were not supported
+            super().do_GET()
+
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NoRangeHandler)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        dest = tmp_path / "f.bin"
+        Path(str(dest) + ".part").write_bytes(b"something else entirely")
+        download.download(f"http://127.0.0.1:{server.server_address[1]}/f.bin", dest)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert ("GET", "/f.bin", "bytes=23-") in hub.requests  # we asked to resume...
+    assert dest.read_bytes() == body  # ...got a 200, and restarted cleanly
+
+
+def test_http_errors_say_what_to_do(hub, tmp_path):
+    hub.status["/busy.bin"] = 503
+    with pytest.raises(DownloadError) as excinfo:
+        download.download(hub.url + "/busy.bin", tmp_path / "busy.bin")
+    assert "HTTP 503" in excinfo.value.why and "try again" in excinfo.value.fix
+    hub.status["/gated.bin"] = 403
+    with pytest.raises(DownloadError, match="HTTP 403.*private or gated"):
+        download.download(hub.url + "/gated.bin", tmp_path / "gated.bin")
+    assert files_in(tmp_path) == []
+
+
+def test_sha256_and_size_checks(hub, tmp_path):
+    body = b"weights" * 1000
+    good_sha = hashlib.sha256(body).hexdigest()
+    hub.files["/w.bin"] = body
+    dest = tmp_path / "w.bin"
+    url = hub.url + "/w.bin"
+
+    with pytest.raises(DownloadError, match="sha256 mismatch"):
+        download.download(url, dest, sha256="0" * 64)
+    assert files_in(tmp_path) == []
+    with pytest.raises(DownloadError, match=f"got {len(body)} bytes but expected 5"):
+        download.download(url, dest, expected_size=5)
+    assert files_in(tmp_path) == []
+
+    download.download(url, dest, expected_size=len(body), sha256=good_sha)
+    hub.requests.clear()
+    download.download(url, dest, expected_size=len(body), sha256=good_sha)
+    assert hub.requests == []  # cached
+
+    dest.write_bytes(b"corrupted on disk")  # a stale file that fails the check is replaced
+    download.download(url, dest, sha256=good_sha)
+    assert dest.read_bytes() == body and len(hub.requests) == 1
+
+
+def test_connection_refused_says_what_to_do(tmp_path):
+    with socket.socket() as s:  # find a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/x.bin"
+    with pytest.raises(DownloadError) as excinfo:
+        download.download(url, tmp_path / "x.bin", timeout=5)
+    assert excinfo.value.url == url
+    assert "could not connect" in excinfo.value.why
+    assert "check your connection" in excinfo.value.fix and "HF_ENDPOINT" in excinfo.value.fix
+    assert files_in(tmp_path) == []
+
+
+def test_hf_url_and_cache_dir(monkeypatch, tmp_path):
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    assert download.hf_url("gpt2", "model.safetensors") == "https://huggingface.co/gpt2/resolve/main/model.safetensors"
+    monkeypatch.setenv("HF_ENDPOINT", "https://hf-mirror.com/")
+    assert (download.hf_url("kjj0/fineweb10B-gpt2", "a.bin", repo_type="dataset", revision="v1")
+            == "https://hf-mirror.com/datasets/kjj0/fineweb10B-gpt2/resolve/v1/a.bin")
+    with pytest.raises(ValueError, match="repo_type"):
+        download.hf_url("x", "y", repo_type="space")
+    monkeypatch.setenv("GPT_CACHE_DIR", str(tmp_path))
+    assert download.cache_dir() == tmp_path
+    monkeypatch.delenv("GPT_CACHE_DIR")
+    assert download.cache_dir() == Path.home() / ".cache" / "gpt-from-scratch"
