@@ -105,6 +105,14 @@ def synchronize(device):
         torch.mps.synchronize()
 
 
+def allow_tf32(device):
+    """On NVIDIA GPUs, let float32 matmuls use TensorFloat-32 (10-bit mantissa): several times
+    faster, and precise enough for the float32 parts of mixed-precision training."""
+    if device.split(":")[0] == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
 # Peak dense (no 2:4 sparsity) tensor-core throughput in FLOP/s for 16-bit matmuls with
 # float32 accumulation: bfloat16 where the GPU has it, float16 on V100 and T4 (no bfloat16).
 # MFU = achieved FLOP/s / this number. Vendor datasheets often print the "with sparsity"
@@ -443,3 +451,40 @@ def _corrupt_error(path, error):
         f"cannot load {path}: it is truncated or corrupt (was the run killed while writing?) "
         f"[{detail}]. Delete it and resume from another checkpoint, "
         "or start fresh with --init_from=scratch")
+
+
+# -----------------------------------------------------------------------------
+# A trained model for inference (sample.py, eval.py)
+
+
+def load_model(init_from, out_dir, device):
+    """Return (model in eval mode on `device`, its tokenizer, a description of where it came from).
+
+    init_from="resume" reads out_dir/ckpt.pt, written by train.py, which carries the dataset's
+    tokenizer description ("meta"), so a checkpoint is usable without its dataset folder.
+    Anything else is a GPT-2 name (gpt2, gpt2-medium, ...) or a Hugging Face GPT-2 folder.
+    """
+    from model import GPT, GPTConfig
+    from tokenizer import GPT2Tokenizer, tokenizer_from_meta
+
+    if init_from == "resume":
+        path = os.path.join(out_dir, "ckpt.pt")
+        checkpoint = load_checkpoint(path)
+        model = GPT(GPTConfig(**checkpoint["model_args"]))
+        model.load_state_dict(checkpoint["model"])
+        if "meta" not in checkpoint:
+            raise CheckpointError(f"{path} does not say which tokenizer it was trained with "
+                                  "(no 'meta'); it was not written by this project's train.py")
+        meta = checkpoint["meta"]
+        source = f"{path} (iteration {checkpoint['iter_num']}, dataset {meta.get('name', '?')})"
+    else:
+        model = GPT.from_pretrained(init_from)
+        meta = {"tokenizer": "gpt2"}
+        source = init_from
+    tokenizer = tokenizer_from_meta(meta) if meta["tokenizer"] != "gpt2" else GPT2Tokenizer()
+    if tokenizer.vocab_size != model.config.vocab_size:
+        raise CheckpointError(
+            f"{source}: the model's vocabulary has {model.config.vocab_size} tokens but its "
+            f"{tokenizer.name} tokenizer has {tokenizer.vocab_size}; the checkpoint and its "
+            "tokenizer do not belong together")
+    return model.to(device).eval(), tokenizer, source

@@ -358,3 +358,27 @@ def test_failed_hub_download_is_a_clear_error_and_leaves_nothing(fake_hub, tmp_p
     leftovers = [p.name for p in cache.rglob("*") if p.is_file()]
     assert "model.safetensors" not in leftovers
     assert not any(name.endswith(".part") for name in leftovers)
+
+
+# ---------------------------------------------------------------------------- on a GPU (skipped on CPU)
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@cuda
+def test_manual_attention_equals_fused_on_cuda_in_bfloat16():
+    fused, manual = tiny_pair(block_size=256, n_embd=128)
+    fused, manual = fused.cuda(), manual.cuda()
+    idx = torch.randint(0, 65, (4, 256), device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        a, b = fused(idx)[0].float(), manual(idx)[0].float()
+    assert (a - b).abs().max() < 0.05  # bfloat16 keeps ~3 significant digits
+
+
+@cuda
+def test_kv_cache_generation_equals_no_cache_on_cuda():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**TINY)).cuda().eval()
+    idx = torch.randint(0, 65, (2, 5), device="cuda")
+    assert torch.equal(model.generate(idx, 80, temperature=0, use_cache=True),
+                       model.generate(idx, 80, temperature=0, use_cache=False))

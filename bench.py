@@ -1,0 +1,227 @@
+"""
+How fast does this code train and generate on your hardware?
+
+    python bench.py                                  # training step, GPT-2 124M shape (on a GPU)
+    python bench.py --preset=quickstart              # training step, the CPU quick-start model
+    python bench.py --mode=generate --preset=quickstart   # generation: KV cache vs no cache
+    python bench.py --batch_size=32 --compile=True --json=True
+    python bench.py --profile=True                   # also write a torch.profiler trace
+
+Training mode times train.py's own train_step() (gradient accumulation, clipping, loss scaling
+and the AdamW update included), after warm-up steps that also absorb torch.compile's compile
+time, and reports the median step time, tokens/s and MFU: the share of the accelerator's peak
+bf16 FLOP/s spent on the model's own maths (6 FLOPs per parameter per token plus attention,
+GPT.flops_per_token). MFU is left out on CPU, which has no meaningful published peak.
+
+Batches are random token ids made on the device by default, so the figure is the model's speed
+alone; --dataset=NAME reads real batches with train.py's BatchLoader instead.
+
+Generation mode generates max_new_tokens after the same prompt with the KV cache and without
+it, and reports tokens/s for each (median over `repeats` runs).
+"""
+
+import dataclasses
+import json
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+import common
+from model import GPT, GPTConfig
+from train import BatchLoader, configure_optimizer, train_step
+
+# Model shapes to benchmark. "quickstart" is train.py's default (CPU) model on characters.
+PRESETS = {
+    "gpt2": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257),
+    "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024, block_size=1024, vocab_size=50257),
+    "quickstart": None,  # filled from train.TrainConfig's defaults below
+}
+
+
+@dataclass
+class BenchConfig:
+    mode: str = "train"  # "train" or "generate"
+    preset: str = "gpt2"  # a model shape from PRESETS; n_layer etc. below override it
+    n_layer: Optional[int] = None
+    n_head: Optional[int] = None
+    n_embd: Optional[int] = None
+    block_size: Optional[int] = None
+    vocab_size: Optional[int] = None
+    batch_size: Optional[int] = None  # None = 16 on a GPU, 4 on CPU (gpt2), train.py's for quickstart
+    gradient_accumulation_steps: int = 1
+    dataset: Optional[str] = None  # None = random tokens; else a prepared dataset (train.py's loader)
+    warmup_iters: int = 5  # untimed steps first (compilation, memory allocation, cuDNN autotuning)
+    iters: int = 10  # timed steps; the median is reported
+    max_new_tokens: int = 500  # generate mode
+    prompt_tokens: int = 1  # generate mode: prompt length
+    repeats: int = 3  # generate mode: runs of each path; the median is reported
+    compile: Optional[bool] = None  # None = on for CUDA, off elsewhere
+    device: str = "auto"
+    dtype: str = "auto"
+    seed: int = 1337
+    profile: bool = False  # write a torch.profiler trace (open in chrome://tracing or Perfetto)
+    trace_path: str = "bench_trace.json"
+    json: bool = False  # print one JSON object with every figure at the end
+
+
+def model_config(cfg, device):
+    if cfg.preset not in PRESETS:
+        raise common.ConfigError(f"preset={cfg.preset!r} is not one of {', '.join(PRESETS)}")
+    if cfg.preset == "quickstart":
+        from train import TrainConfig
+        t = TrainConfig()
+        shape = dict(n_layer=t.n_layer, n_head=t.n_head, n_embd=t.n_embd, block_size=t.block_size,
+                     vocab_size=65, dropout=t.dropout, bias=t.bias)  # 65 = tiny Shakespeare's characters
+    else:
+        shape = dict(PRESETS[cfg.preset])
+    for key in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size"):
+        if getattr(cfg, key) is not None:
+            shape[key] = getattr(cfg, key)
+    return GPTConfig(**shape)
+
+
+def default_batch_size(cfg, device):
+    if cfg.batch_size is not None:
+        return cfg.batch_size
+    if cfg.preset == "quickstart":
+        from train import TrainConfig
+        return TrainConfig().batch_size
+    return 16 if device.startswith("cuda") else 4
+
+
+def bench_train(cfg, device, dtype):
+    torch.manual_seed(cfg.seed)
+    config = model_config(cfg, device)
+    batch_size = default_batch_size(cfg, device)
+    model = GPT(config).to(device)
+    optimizer = configure_optimizer(model, 0.1, 6e-4, (0.9, 0.95), device)
+    scaler = torch.amp.GradScaler(device.split(":")[0], enabled=dtype == "float16")
+    ctx = common.autocast(device, dtype)
+    common.allow_tf32(device)
+    use_compile = device.startswith("cuda") if cfg.compile is None else cfg.compile
+    step_model = torch.compile(model) if use_compile else model
+
+    T = config.block_size
+    if cfg.dataset:
+        from prepare import DATA_DIR
+        loader = BatchLoader(Path(DATA_DIR) / cfg.dataset, batch_size, T, device, cfg.seed)
+        get_batch = lambda: loader.get_batch("train")
+    else:
+        def get_batch():
+            tokens = torch.randint(config.vocab_size, (batch_size, T + 1), device=device)
+            return tokens[:, :-1], tokens[:, 1:]
+
+    def step():
+        return train_step(step_model, optimizer, get_batch, cfg.gradient_accumulation_steps,
+                          scaler, 1.0, ctx)
+
+    print(f"warming up ({cfg.warmup_iters} steps{', compiling' if use_compile else ''})...", file=sys.stderr)
+    t0 = time.perf_counter()
+    for _ in range(cfg.warmup_iters):
+        step()
+    common.synchronize(device)
+    warmup_seconds = time.perf_counter() - t0
+
+    times = []
+    for i in range(cfg.iters):
+        t0 = time.perf_counter()
+        loss = step()
+        common.synchronize(device)
+        times.append(time.perf_counter() - t0)
+        print(f"step {i + 1}/{cfg.iters}: {times[-1] * 1000:.1f} ms, loss {loss.item():.3f}", file=sys.stderr)
+    if cfg.profile:
+        write_trace(step, device, cfg.trace_path)
+
+    tokens_per_step = batch_size * T * cfg.gradient_accumulation_steps
+    seconds = statistics.median(times)
+    result = dict(mode="train", device=device_name(device), dtype=dtype, compile=use_compile,
+                  params=model.get_num_params(non_embedding=False), batch_size=batch_size,
+                  block_size=T, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+                  ms_per_step=seconds * 1000, tokens_per_sec=tokens_per_step / seconds,
+                  warmup_seconds=warmup_seconds)
+    peak = common.peak_flops(device)
+    if peak:
+        result["mfu"] = model.flops_per_token() * result["tokens_per_sec"] / peak
+        result["peak_flops"] = peak
+    if device.startswith("cuda"):
+        result["max_memory_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
+    print(f"train: {result['params'] / 1e6:.1f}M parameters, batch {batch_size}x{T}"
+          f"{f' x{cfg.gradient_accumulation_steps}' if cfg.gradient_accumulation_steps > 1 else ''}, "
+          f"{dtype}, compile={use_compile}: {result['ms_per_step']:.1f} ms/step, "
+          f"{result['tokens_per_sec']:,.0f} tokens/s"
+          + (f", MFU {result['mfu']:.1%}" if "mfu" in result else "") + f" on {result['device']}")
+    return result
+
+
+def bench_generate(cfg, device, dtype):
+    torch.manual_seed(cfg.seed)
+    config = model_config(cfg, device)
+    model = GPT(config).to(device).eval()
+    ctx = common.autocast(device, dtype)
+    prompt = torch.randint(config.vocab_size, (1, cfg.prompt_tokens), device=device)
+    result = dict(mode="generate", device=device_name(device), dtype=dtype,
+                  params=model.get_num_params(non_embedding=False), block_size=config.block_size,
+                  prompt_tokens=cfg.prompt_tokens, max_new_tokens=cfg.max_new_tokens)
+    outputs = {}
+    for use_cache in (True, False):
+        times = []
+        for _ in range(cfg.repeats + 1):  # the first run warms up and is not counted
+            common.synchronize(device)
+            t0 = time.perf_counter()
+            with ctx:
+                # Greedy, so both paths must produce the very same tokens: a built-in check.
+                out = model.generate(prompt, cfg.max_new_tokens, temperature=0, use_cache=use_cache)
+            common.synchronize(device)
+            times.append(time.perf_counter() - t0)
+        outputs[use_cache] = out
+        name = "kv_cache" if use_cache else "no_cache"
+        result[f"tokens_per_sec_{name}"] = cfg.max_new_tokens / statistics.median(times[1:])
+    result["speedup"] = result["tokens_per_sec_kv_cache"] / result["tokens_per_sec_no_cache"]
+    result["same_tokens"] = bool(torch.equal(outputs[True], outputs[False]))
+    print(f"generate {cfg.max_new_tokens} tokens ({result['params'] / 1e6:.1f}M parameters, "
+          f"context {config.block_size}) on {result['device']}: "
+          f"KV cache {result['tokens_per_sec_kv_cache']:,.0f} tokens/s, "
+          f"no cache {result['tokens_per_sec_no_cache']:,.0f} tokens/s, "
+          f"speed-up {result['speedup']:.1f}x, identical tokens: {result['same_tokens']}")
+    return result
+
+
+def write_trace(step, device, path):
+    """Profile two more steps and write a Chrome trace: which kernels take the time."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.startswith("cuda"):
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        for _ in range(2):
+            step()
+        common.synchronize(device)
+    prof.export_chrome_trace(path)
+    print(f"wrote profiler trace {path}", file=sys.stderr)
+
+
+def device_name(device):
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return device
+
+
+def main(argv=None):
+    cfg = common.parse_config(BenchConfig(), sys.argv[1:] if argv is None else argv)
+    if cfg.mode not in ("train", "generate"):
+        raise common.ConfigError(f"mode={cfg.mode!r}: use --mode=train or --mode=generate")
+    device = common.pick_device(cfg.device)
+    dtype = common.pick_dtype(device, cfg.dtype)
+    result = bench_train(cfg, device, dtype) if cfg.mode == "train" else bench_generate(cfg, device, dtype)
+    result["config"] = dataclasses.asdict(cfg)
+    if cfg.json:
+        print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

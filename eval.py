@@ -1,0 +1,247 @@
+"""
+"Once the loss is low, how do you know the model is smart?" Two measurements beyond the
+training loss:
+
+    python eval.py perplexity --out_dir=out               # held-out perplexity of a checkpoint
+    python eval.py perplexity --init_from=gpt2 --dataset=shakespeare
+    python eval.py hellaswag --init_from=gpt2 [--limit=500]   # commonsense multiple choice
+
+Perplexity = exp(mean cross-entropy) on text the model never trained on: "the model is as unsure
+as if it picked uniformly among this many tokens". It is only comparable between models with
+the same tokenizer, and a low number can still mean the model memorised the style, not the
+meaning. Unlike train.py's eval (random windows, a quick estimate), this reads the whole
+validation split once, in consecutive windows, so the figure is exact and reproducible.
+
+HellaSwag (Zellers et al., 2019) asks which of 4 endings continues a short everyday scene. It
+is scored "completion style", as GPT-2's published figures in build-nanogpt and llm.c are: no
+prompt or instructions, the model just reads context + ending and we compare how likely each
+ending is. `acc` picks the ending with the lowest total loss; `acc_norm` the lowest loss per
+token, which removes the bias towards short endings. Random guessing scores 0.25.
+"""
+
+import dataclasses
+import os
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from common import autocast, load_model, parse_config, pick_device, pick_dtype
+from download import DownloadError, cache_dir, download
+
+# The official validation set (10,042 items) from the HellaSwag authors' repository. Override
+# the base with HELLASWAG_BASE_URL to use a mirror.
+HELLASWAG_BASE_URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data"
+HELLASWAG_FILE = "hellaswag_val.jsonl"
+
+
+@dataclass
+class EvalConfig:
+    init_from: str = "resume"  # "resume" = out_dir/ckpt.pt; or gpt2, gpt2-medium, ... or a HF folder
+    out_dir: str = "out"
+    dataset: str = "shakespeare_char"  # perplexity: which prepared dataset's val split
+    split: str = "val"
+    max_tokens: Optional[int] = None  # perplexity: stop after this many tokens (None = all)
+    limit: Optional[int] = None  # hellaswag: only the first N items (None = all 10,042)
+    batch_size: int = 8  # windows (perplexity) or items (hellaswag, 4 rows each) per forward
+    device: str = "auto"
+    dtype: str = "auto"
+    json: bool = False  # print one JSON object with the results at the end
+
+
+# --------------------------------------------------------------------------------------------
+# Held-out perplexity
+# --------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def perplexity(model, arrays, batch_size=8, max_tokens=None, device="cpu", ctx=None):
+    """
+    Exact mean loss and perplexity over token arrays (one per file/shard), read in consecutive
+    non-overlapping windows of block_size + 1 tokens: each window predicts its last block_size
+    tokens. Returns dict(loss, ppl, tokens).
+    """
+    T = model.config.block_size
+    windows = []  # (array index, start)
+    for a, tokens in enumerate(arrays):
+        windows += [(a, s) for s in range(0, len(tokens) - 1, T)]
+    total_loss, total_tokens = 0.0, 0
+    model.eval()
+    for i in range(0, len(windows), batch_size):
+        rows = []
+        for a, s in windows[i:i + batch_size]:
+            rows.append(torch.from_numpy(arrays[a][s:s + T + 1].astype(np.int64)))
+        # The last window of a file can be shorter: pad it, and mark the padding with -1 so
+        # the loss ignores it (cross_entropy's ignore_index).
+        width = max(len(r) for r in rows)
+        batch = torch.full((len(rows), width), -1, dtype=torch.long)
+        for j, r in enumerate(rows):
+            batch[j, :len(r)] = r
+        x, y = batch[:, :-1].clamp(min=0).to(device), batch[:, 1:].to(device)
+        with ctx or torch.no_grad():
+            logits, _ = model(x)
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1),
+                               ignore_index=-1, reduction="sum")
+        total_loss += loss.item()
+        total_tokens += (y != -1).sum().item()
+        if max_tokens is not None and total_tokens >= max_tokens:
+            break
+    if total_tokens == 0:
+        raise ValueError("no tokens to evaluate: the split is empty or shorter than 2 tokens")
+    mean = total_loss / total_tokens
+    return dict(loss=mean, ppl=math.exp(mean), tokens=total_tokens)
+
+
+# --------------------------------------------------------------------------------------------
+# HellaSwag
+# --------------------------------------------------------------------------------------------
+
+def hellaswag_path():
+    """Download the official validation file once (cached) and check it; returns its path."""
+    base = os.environ.get("HELLASWAG_BASE_URL", HELLASWAG_BASE_URL).rstrip("/")
+    path = cache_dir() / "hellaswag" / HELLASWAG_FILE
+    download(f"{base}/{HELLASWAG_FILE}", path)
+    try:
+        read_hellaswag(path)
+    except ValueError as e:
+        path.unlink()  # never keep a damaged file in the cache: the next run downloads again
+        raise DownloadError(f"{base}/{HELLASWAG_FILE}", str(e), "run the command again") from e
+    return path
+
+
+def read_hellaswag(path, limit=None):
+    """The items of a HellaSwag JSONL file: dicts with 'ctx', 'endings' (4) and 'label'."""
+    items = []
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}, line {line_no}: not JSON ({e})") from e
+            if not {"ctx", "endings", "label"} <= item.keys() or len(item["endings"]) != 4:
+                raise ValueError(f"{path}, line {line_no}: a HellaSwag item needs 'ctx', "
+                                 f"4 'endings' and 'label'")
+            items.append(item)
+            if limit is not None and len(items) == limit:
+                break
+    return items
+
+
+def render_item(item, tokenizer):
+    """
+    The 4 candidate rows of one item: context tokens followed by each ending's tokens, plus a
+    mask that is 1 on the ending tokens (the only ones scored). The ending is encoded with a
+    leading space, as it follows the context in running text (GPT-2 BPE folds the space into
+    the next word's token).
+    """
+    ctx_tokens = tokenizer.encode(item["ctx"])
+    rows, masks = [], []
+    for ending in item["endings"]:
+        end_tokens = tokenizer.encode(" " + ending)
+        rows.append(ctx_tokens + end_tokens)
+        masks.append([0] * len(ctx_tokens) + [1] * len(end_tokens))
+    return rows, masks
+
+
+@torch.no_grad()
+def score_items(model, items, tokenizer, device="cpu", ctx=None):
+    """
+    Score a batch of items in one forward pass (4 rows each). Returns, per item, the total and
+    the mean (per-token) loss of each ending: lists of 4 floats.
+    """
+    rows, masks = [], []
+    for item in items:
+        r, m = render_item(item, tokenizer)
+        rows += r
+        masks += m
+    block = model.config.block_size
+    # A row longer than the context keeps its end (the ending is at the end).
+    rows, masks = [r[-block:] for r in rows], [m[-block:] for m in masks]
+    width = max(len(r) for r in rows)
+    tokens = torch.zeros(len(rows), width, dtype=torch.long)
+    mask = torch.zeros(len(rows), width)
+    for i, (r, m) in enumerate(zip(rows, masks)):
+        tokens[i, :len(r)] = torch.tensor(r)
+        mask[i, :len(m)] = torch.tensor(m, dtype=torch.float)
+    tokens, mask = tokens.to(device), mask.to(device)
+    with ctx or torch.no_grad():
+        logits, _ = model(tokens)
+    # Position t predicts token t+1: compare logits[:, :-1] with tokens[:, 1:].
+    losses = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.size(-1)),
+                             tokens[:, 1:].reshape(-1), reduction="none").view(len(rows), -1)
+    mask = mask[:, 1:]
+    sum_loss = (losses * mask).sum(dim=1)
+    mean_loss = sum_loss / mask.sum(dim=1)
+    return sum_loss.view(-1, 4).tolist(), mean_loss.view(-1, 4).tolist()
+
+
+def hellaswag(model, items, tokenizer, batch_size=8, device="cpu", ctx=None, progress=True):
+    """Accuracy on HellaSwag items: dict(acc, acc_norm, n)."""
+    model.eval()
+    correct = correct_norm = 0
+    start = time.time()
+    for i in range(0, len(items), batch_size):
+        batch = items[i:i + batch_size]
+        sums, means = score_items(model, batch, tokenizer, device, ctx)
+        for item, s, m in zip(batch, sums, means):
+            label = int(item["label"])
+            correct += int(min(range(4), key=s.__getitem__) == label)
+            correct_norm += int(min(range(4), key=m.__getitem__) == label)
+        if progress:
+            done = i + len(batch)
+            print(f"\rhellaswag {done}/{len(items)}  acc_norm {correct_norm / done:.4f}  "
+                  f"({done / (time.time() - start):.1f} items/s)", end="", file=sys.stderr, flush=True)
+    if progress:
+        print(file=sys.stderr)
+    n = len(items)
+    return dict(acc=correct / n, acc_norm=correct_norm / n, n=n)
+
+
+# --------------------------------------------------------------------------------------------
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    tasks = ("perplexity", "hellaswag")
+    if not argv or argv[0] not in tasks:
+        print(__doc__)
+        print(f"error: the first argument must be one of {tasks}", file=sys.stderr)
+        return 2
+    task, cfg = argv[0], parse_config(EvalConfig(), argv[1:])
+    device = pick_device(cfg.device)
+    dtype = pick_dtype(device, cfg.dtype)
+    ctx = autocast(device, dtype)
+    model, tokenizer, source = load_model(cfg.init_from, cfg.out_dir, device)
+    print(f"evaluating {source} on {device} ({dtype})", file=sys.stderr)
+
+    if task == "perplexity":
+        from prepare import DATA_DIR, load_meta, load_split
+        dataset_dir = Path(DATA_DIR) / cfg.dataset
+        meta = load_meta(dataset_dir)
+        if meta["tokenizer"] != tokenizer.name:
+            raise ValueError(f"dataset {cfg.dataset!r} uses the {meta['tokenizer']} tokenizer but the "
+                             f"model uses {tokenizer.name}: perplexities are only comparable on the "
+                             f"model's own tokens")
+        result = perplexity(model, load_split(dataset_dir, cfg.split), cfg.batch_size,
+                            cfg.max_tokens, device, ctx)
+        print(f"{cfg.dataset} {cfg.split}: loss {result['loss']:.4f}, perplexity {result['ppl']:.2f} "
+              f"over {result['tokens']:,} tokens")
+    else:
+        items = read_hellaswag(hellaswag_path(), cfg.limit)
+        result = hellaswag(model, items, tokenizer, cfg.batch_size, device, ctx)
+        print(f"hellaswag: acc {result['acc']:.4f}, acc_norm {result['acc_norm']:.4f} "
+              f"over {result['n']} items")
+    if cfg.json:
+        print(json.dumps(dict(task=task, model=source, **result, config=dataclasses.asdict(cfg))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

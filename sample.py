@@ -1,0 +1,107 @@
+"""
+Generate text from a trained checkpoint or from OpenAI's GPT-2.
+
+    python sample.py                                   # from out/ckpt.pt (the quick start's model)
+    python sample.py --init_from=gpt2 --start="The meaning of life is" --top_p=0.9
+    python sample.py --start=FILE:prompt.txt --temperature=0 --max_new_tokens=100   # greedy
+
+Options are --key=value, parsed like train.py's (config files work too); see SampleConfig.
+Decoding strategies: temperature=0 is greedy (always the likeliest token: deterministic, but
+prone to loops); temperature > 0 samples, lower is safer and blander, higher is more surprising;
+top_k keeps only the k likeliest tokens; top_p keeps the smallest set whose probability adds up
+to p (nucleus sampling), which adapts to how sure the model is. Tokens are printed as they are
+generated. The KV cache is on by default; --use_cache=False shows how much slower life is
+without it.
+"""
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from common import autocast, load_model, parse_config, pick_device, pick_dtype
+
+
+@dataclass
+class SampleConfig:
+    init_from: str = "resume"  # "resume" = out_dir/ckpt.pt; or gpt2, gpt2-medium, ... or a HF folder
+    out_dir: str = "out"
+    start: str = "\n"  # the prompt, or "FILE:path" to read it from a file; "" = the start token
+    num_samples: int = 3
+    max_new_tokens: int = 500
+    temperature: float = 0.8  # 0 = greedy
+    top_k: Optional[int] = 200  # None = no top-k filtering
+    top_p: Optional[float] = None  # e.g. 0.9 for nucleus sampling; None = off
+    stop_at_eot: bool = False  # stop a sample at <|endoftext|> (GPT-2 tokenizer only)
+    use_cache: bool = True
+    seed: int = 1337
+    device: str = "auto"
+    dtype: str = "auto"
+
+
+def prompt_ids(start, tokenizer, block_size):
+    """The prompt as token ids. An empty prompt starts from the model's natural start token:
+    GPT-2's <|endoftext|> (every training document began after one), or a newline for a
+    character model. A prompt longer than the context keeps its last block_size tokens."""
+    if start.startswith("FILE:"):
+        start = Path(start[len("FILE:"):]).read_text(encoding="utf-8")
+    if start:
+        ids = tokenizer.encode(start)  # a char model raises here, listing unknown characters
+    elif tokenizer.eot_token is not None:
+        ids = [tokenizer.eot_token]
+    else:
+        ids = tokenizer.encode("\n") if "\n" in getattr(tokenizer, "stoi", {}) else [0]
+    if len(ids) > block_size:
+        print(f"warning: the prompt has {len(ids)} tokens but the model's context is {block_size}; "
+              f"only its last {block_size} tokens are used", file=sys.stderr)
+        ids = ids[-block_size:]
+    return ids
+
+
+def stream_sample(model, tokenizer, ids, cfg, device, ctx, generator, out=sys.stdout):
+    """Generate one sample, printing text as tokens arrive; returns the new token ids."""
+    new_ids, printed = [], ""
+    idx = torch.tensor([ids], dtype=torch.long, device=device)
+    stop = tokenizer.eot_token if cfg.stop_at_eot else None
+    with ctx:
+        for token in model.generate_tokens(idx, cfg.max_new_tokens, cfg.temperature, cfg.top_k,
+                                           cfg.top_p, cfg.use_cache, stop, generator):
+            if token.item() == stop:
+                break
+            new_ids.append(token.item())
+            text = tokenizer.decode(new_ids)
+            # A GPT-2 token can end half-way through a multi-byte character (an emoji, say);
+            # wait for the rest rather than print a replacement character.
+            if not text.endswith("\ufffd"):
+                out.write(text[len(printed):])
+                out.flush()
+                printed = text
+    out.write(tokenizer.decode(new_ids)[len(printed):])
+    return new_ids
+
+
+def main(argv=None):
+    cfg = parse_config(SampleConfig(), sys.argv[1:] if argv is None else argv)
+    device = pick_device(cfg.device)
+    ctx = autocast(device, pick_dtype(device, cfg.dtype))
+    model, tokenizer, source = load_model(cfg.init_from, cfg.out_dir, device)
+    ids = prompt_ids(cfg.start, tokenizer, model.config.block_size)
+    print(f"sampling from {source} on {device}", file=sys.stderr)
+    torch.manual_seed(cfg.seed)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    prompt_text = tokenizer.decode(ids) if cfg.start else ""
+    for i in range(cfg.num_samples):
+        sys.stdout.write(prompt_text)
+        start = time.perf_counter()
+        new_ids = stream_sample(model, tokenizer, ids, cfg, device, ctx, generator)
+        seconds = time.perf_counter() - start
+        print(f"\n---------------- sample {i + 1}/{cfg.num_samples}: {len(new_ids)} tokens, "
+              f"{len(new_ids) / max(seconds, 1e-9):.0f} tokens/s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

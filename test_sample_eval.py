@@ -1,0 +1,216 @@
+"""Tests for sample.py and eval.py: prompts, streaming, checkpoint/tokenizer checks, held-out
+perplexity and HellaSwag scoring (on a small hand-made file served from 127.0.0.1)."""
+
+import dataclasses
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import eval as evaluation
+import sample
+from common import CheckpointError, load_model, save_checkpoint
+from download import DownloadError, cache_dir
+from model import GPT, GPTConfig
+from tokenizer import CharTokenizer, GPT2Tokenizer
+
+CHARS = sorted(set("abcdefghijklmnopqrstuvwxyz \n.,!?"))
+
+
+def write_checkpoint(out_dir, model, meta):
+    save_checkpoint({"model": model.state_dict(), "model_args": dataclasses.asdict(model.config),
+                     "meta": meta, "iter_num": 7}, out_dir / "ckpt.pt")
+
+
+def char_model(vocab_size=len(CHARS), block_size=16):
+    torch.manual_seed(0)
+    return GPT(GPTConfig(block_size=block_size, vocab_size=vocab_size, n_layer=1, n_head=2, n_embd=16))
+
+
+def gpt2_vocab_model(block_size=64):
+    torch.manual_seed(0)
+    return GPT(GPTConfig(block_size=block_size, vocab_size=50257, n_layer=1, n_head=2, n_embd=32))
+
+
+# ---------------------------------------------------------------------------- sample.py
+
+def test_prompt_with_characters_outside_the_vocabulary_lists_them():
+    with pytest.raises(ValueError, match=r"'Z'.*'é'|'é'.*'Z'"):
+        sample.prompt_ids("hello Zé", CharTokenizer(CHARS), 16)
+
+
+def test_empty_prompt_starts_from_the_natural_start_token():
+    assert sample.prompt_ids("", GPT2Tokenizer(), 16) == [50256]
+    assert sample.prompt_ids("", CharTokenizer(CHARS), 16) == [CHARS.index("\n")]
+
+
+def test_long_prompt_is_cropped_with_a_warning(capsys):
+    ids = sample.prompt_ids("abcdefghij" * 3, CharTokenizer(CHARS), 16)
+    assert ids == CharTokenizer(CHARS).encode(("abcdefghij" * 3)[-16:])
+    assert "only its last 16 tokens" in capsys.readouterr().err
+
+
+def test_prompt_from_file(tmp_path):
+    (tmp_path / "p.txt").write_text("hello world")
+    assert sample.prompt_ids(f"FILE:{tmp_path / 'p.txt'}", GPT2Tokenizer(), 64) == [31373, 995]
+
+
+def test_streamed_text_equals_the_generated_tokens(tmp_path):
+    model = gpt2_vocab_model().eval()
+    tokenizer = GPT2Tokenizer()
+    cfg = sample.SampleConfig(max_new_tokens=30, temperature=0.0)
+    ids = tokenizer.encode("Once upon a time")
+    out = io.StringIO()
+    new_ids = sample.stream_sample(model, tokenizer, ids, cfg, "cpu", torch.no_grad(), None, out)
+    expected = model.generate(torch.tensor([ids]), 30, temperature=0)[0, len(ids):].tolist()
+    assert new_ids == expected
+    assert out.getvalue() == tokenizer.decode(expected)
+
+
+def test_sample_main_runs_from_a_checkpoint(tmp_path, capsys):
+    model = char_model()
+    write_checkpoint(tmp_path, model, {"tokenizer": "char", "vocab_size": len(CHARS), "chars": CHARS,
+                                       "name": "tiny"})
+    sample.main([f"--out_dir={tmp_path}", "--start=hello", "--num_samples=2", "--max_new_tokens=20",
+                 "--device=cpu"])
+    out = capsys.readouterr().out
+    assert out.count("hello") >= 2 and out.count("sample 2/2") == 1
+
+
+def test_checkpoint_whose_vocabulary_disagrees_with_its_tokenizer_is_an_error(tmp_path):
+    model = char_model(vocab_size=len(CHARS) + 3)
+    write_checkpoint(tmp_path, model, {"tokenizer": "char", "chars": CHARS})
+    with pytest.raises(CheckpointError, match=rf"{len(CHARS) + 3}.*{len(CHARS)}"):
+        load_model("resume", str(tmp_path), "cpu")
+
+
+def test_stop_at_end_of_text(tmp_path):
+    model = gpt2_vocab_model().eval()
+    with torch.no_grad():  # make <|endoftext|> the likeliest next token everywhere
+        model.transformer.ln_f.weight.zero_()
+        model.transformer.ln_f.bias.fill_(1.0)  # every final hidden state = all ones
+        model.lm_head.weight[50256] = 1.0  # ...which scores <|endoftext|> highest
+    cfg = sample.SampleConfig(max_new_tokens=20, temperature=0.0, stop_at_eot=True)
+    new_ids = sample.stream_sample(model, GPT2Tokenizer(), [464], cfg, "cpu", torch.no_grad(), None,
+                                   io.StringIO())
+    assert new_ids == []  # the first token was <|endoftext|>: nothing printed, stopped at once
+
+
+# ---------------------------------------------------------------------------- perplexity
+
+def test_perplexity_equals_the_models_own_loss_over_the_same_windows():
+    model = char_model().eval()
+    T = model.config.block_size
+    tokens = np.random.default_rng(0).integers(0, len(CHARS), size=4 * T + 1).astype(np.uint16)
+    result = evaluation.perplexity(model, [tokens], batch_size=3)
+    x = torch.from_numpy(tokens[:-1].astype(np.int64)).view(4, T)
+    y = torch.from_numpy(tokens[1:].astype(np.int64)).view(4, T)
+    with torch.no_grad():
+        _, loss = model(x, y)
+    assert result["tokens"] == 4 * T
+    assert abs(result["loss"] - loss.item()) < 1e-5
+    assert abs(result["ppl"] - math.exp(loss.item())) < 1e-3
+
+
+def test_perplexity_counts_a_short_last_window_and_several_files():
+    model = char_model().eval()
+    T = model.config.block_size
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, len(CHARS), size=T + 6).astype(np.uint16)  # one full window + 5 predictions
+    b = rng.integers(0, len(CHARS), size=T + 1).astype(np.uint16)
+    result = evaluation.perplexity(model, [a, b], batch_size=8)
+    assert result["tokens"] == T + 5 + T
+    # the same figure computed window by window, without padding
+    total = 0.0
+    for arr, start, end in ((a, 0, T), (a, T, T + 5), (b, 0, T)):
+        x = torch.from_numpy(arr[start:end].astype(np.int64))[None]
+        y = torch.from_numpy(arr[start + 1:end + 1].astype(np.int64))[None]
+        with torch.no_grad():
+            total += model(x, y)[1].item() * (end - start)
+    assert abs(result["loss"] - total / result["tokens"]) < 1e-5
+
+
+# ---------------------------------------------------------------------------- HellaSwag
+
+ITEMS = [
+    # The item the test model is trained on: its correct ending must win.
+    {"ctx": "A man is sitting on a roof. He", "label": 2,
+     "endings": ["is using wrap to wrap a pair of skis.", "is ripping level tiles off.",
+                 "starts pulling up roofing on a roof.", "is holding a rubik's cube."]},
+    {"ctx": "A woman walks a dog in the park. The dog", "label": 0,
+     "endings": ["chases a ball.", "bakes a cake in the oven.", "reads the newspaper aloud.",
+                 "drives the car home."]},
+    {"ctx": "Two kids play chess. One of them", "label": 3,
+     "endings": ["eats the board.", "flies away.", "swims across.", "moves a knight forward."]},
+]
+
+
+def serve_hellaswag(fake_hub, monkeypatch, items=ITEMS, text=None):
+    body = text if text is not None else "".join(json.dumps(item) + "\n" for item in items)
+    fake_hub.files["/hs/hellaswag_val.jsonl"] = body.encode()
+    monkeypatch.setenv("HELLASWAG_BASE_URL", fake_hub.url + "/hs")
+
+
+def overfit(model, text, tokenizer, steps=60):
+    ids = torch.tensor([tokenizer.encode(text)])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(steps):
+        _, loss = model(ids[:, :-1], ids[:, 1:])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+def test_hellaswag_download_is_cached_and_checked(fake_hub, monkeypatch):
+    serve_hellaswag(fake_hub, monkeypatch)
+    path = evaluation.hellaswag_path()
+    assert evaluation.read_hellaswag(path) == ITEMS
+    evaluation.hellaswag_path()
+    assert fake_hub.count("/hs/hellaswag_val.jsonl") == 1
+
+
+def test_malformed_hellaswag_file_is_an_error_and_not_kept(fake_hub, monkeypatch):
+    serve_hellaswag(fake_hub, monkeypatch, text='{"ctx": "x", "endings": ["a"], "label": 0}\n')
+    with pytest.raises(DownloadError, match="4 'endings'"):
+        evaluation.hellaswag_path()
+    assert not list(cache_dir().rglob("*.jsonl"))
+
+
+def test_item_the_model_was_trained_on_is_answered_correctly(fake_hub, monkeypatch):
+    serve_hellaswag(fake_hub, monkeypatch)
+    tokenizer = GPT2Tokenizer()
+    first = ITEMS[0]
+    model = overfit(gpt2_vocab_model(), first["ctx"] + " " + first["endings"][first["label"]], tokenizer)
+    items = evaluation.read_hellaswag(evaluation.hellaswag_path(), limit=1)
+    result = evaluation.hellaswag(model, items, tokenizer, batch_size=2, progress=False)
+    assert result == {"acc": 1.0, "acc_norm": 1.0, "n": 1}
+
+
+def test_batched_scores_equal_scoring_each_ending_alone():
+    tokenizer = GPT2Tokenizer()
+    model = gpt2_vocab_model().eval()
+    sums, means = evaluation.score_items(model, ITEMS, tokenizer)
+    for item, item_sums, item_means in zip(ITEMS, sums, means):
+        ctx_len = len(tokenizer.encode(item["ctx"]))
+        for ending, s, m in zip(item["endings"], item_sums, item_means):
+            ids = torch.tensor([tokenizer.encode(item["ctx"]) + tokenizer.encode(" " + ending)])
+            with torch.no_grad():
+                logits, _ = model(ids)
+            losses = torch.nn.functional.cross_entropy(logits[0, :-1], ids[0, 1:], reduction="none")
+            ending_losses = losses[ctx_len - 1:]  # predictions of the ending's tokens
+            assert abs(ending_losses.sum().item() - s) < 1e-4
+            assert abs(ending_losses.mean().item() - m) < 1e-5
+
+
+def test_acc_uses_total_loss_and_acc_norm_loss_per_token(monkeypatch):
+    # Ending 0: short, total loss 3 (1.5 per token). Ending 1: long, total 4 (1.0 per token).
+    # acc (total) picks 0, acc_norm (per token) picks 1: label 1 => acc 0, acc_norm 1.
+    monkeypatch.setattr(evaluation, "score_items",
+                        lambda *a, **k: ([[3.0, 4.0, 9.0, 9.0]], [[1.5, 1.0, 9.0, 9.0]]))
+    model = char_model()
+    result = evaluation.hellaswag(model, [{"label": 1}], None, progress=False)
+    assert result == {"acc": 0.0, "acc_norm": 1.0, "n": 1}

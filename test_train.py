@@ -1,0 +1,551 @@
+"""
+Tests for train.py, on CPU with tiny models and a tiny dataset written by the tests.
+
+Most tests compare two paths that must agree: k micro-batches vs one big batch, a resumed run vs
+an uninterrupted one, a run killed with SIGKILL and resumed vs an uninterrupted one, two DDP
+processes vs one process. Runs go through train.main(argv) in-process; only what needs a
+process to die (SIGKILL) or several processes (torchrun) uses subprocesses.
+"""
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import common
+import prepare
+import train
+from common import CheckpointError, ConfigError
+from model import GPT, GPTConfig
+from train import BatchLoader, DataError, TrainingError
+
+REPO = Path(__file__).resolve().parent
+TIMING_FIELDS = ("ms_per_iter", "tokens_per_sec", "mfu")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One CPU thread: faster than two fighting over two busy cores, and the same float results
+    in this process as in the subprocesses (started with OMP_NUM_THREADS=1), which exact
+    comparisons between them need."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """A small char-level dataset 'tiny' (the first 20,000 characters of Shakespeare)."""
+    directory = tmp_path_factory.mktemp("data")
+    text = prepare.read_text_file(prepare.SHAKESPEARE_PATH)[:20_000]
+    prepare.prepare_text(text, "tiny", "char", data_dir=directory)
+    return directory
+
+
+def tiny_args(out_dir, data_dir, **overrides):
+    """Command-line arguments for a run that takes about a second."""
+    settings = dict(out_dir=out_dir, dataset="tiny", data_dir=data_dir, n_layer=2, n_head=2,
+                    n_embd=32, block_size=16, batch_size=4, gradient_accumulation_steps=2,
+                    max_iters=12, lr_decay_iters=12, eval_interval=4, eval_iters=2, log_interval=1,
+                    warmup_iters=2, learning_rate=3e-3, dropout=0.1, device="cpu", dtype="float32")
+    settings.update(overrides)
+    return [f"--{key}={value}" for key, value in settings.items()]
+
+
+def read_metrics(out_dir, drop_timing=True):
+    records = [json.loads(line) for line in (Path(out_dir) / "metrics.jsonl").read_text().splitlines()]
+    if drop_timing:
+        records = [{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in records]
+    return records
+
+
+def load_weights(out_dir):
+    return common.load_checkpoint(Path(out_dir) / "ckpt.pt")["model"]
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), f"{key} differs"
+
+
+def file_digest(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def subprocess_env():
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    env.pop("RANK", None)
+    return env
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory, data_dir):
+    """The reference: 12 uninterrupted iterations (evals and checkpoints at 4, 8, 12)."""
+    out_dir = tmp_path_factory.mktemp("straight")
+    summary = train.main(tiny_args(out_dir, data_dir))
+    return out_dir, summary
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------------------------
+
+def test_unknown_key_on_command_line_names_closest_and_does_no_work(tmp_path, data_dir):
+    out_dir = tmp_path / "out"
+    with pytest.raises(ConfigError, match="did you mean 'learning_rate'"):
+        train.main(tiny_args(out_dir, data_dir) + ["--learning_rte=1e-3"])
+    assert not out_dir.exists()  # stopped before creating anything
+
+
+def test_unknown_key_in_config_file_names_closest(tmp_path, data_dir):
+    config_file = tmp_path / "my_config.py"
+    config_file.write_text("batch_size = 8\nmax_iter = 100\n")
+    with pytest.raises(ConfigError, match=r"max_iter.*my_config.py.*did you mean 'max_iters'"):
+        train.main([str(config_file)])
+
+
+def test_bad_values_are_config_errors(tmp_path, data_dir):
+    out_dir = tmp_path / "out"
+    with pytest.raises(ConfigError, match="max_iters expects int"):
+        train.main(tiny_args(out_dir, data_dir, max_iters="lots"))
+    with pytest.raises(ConfigError, match="init_from='gpt3'"):
+        train.main(tiny_args(out_dir, data_dir, init_from="gpt3"))
+    with pytest.raises(ConfigError, match="not divisible by n_head"):
+        train.main(tiny_args(out_dir, data_dir, n_embd=30, n_head=4))
+    assert not out_dir.exists()
+    # ints are fine for float fields, and every config file in config/ is valid
+    cfg = common.parse_config(train.TrainConfig(), ["--learning_rate=1", "--wandb_run_name=a=b"])
+    assert cfg.learning_rate == 1.0 and isinstance(cfg.learning_rate, float)
+    assert cfg.wandb_run_name == "a=b"
+    for config_file in sorted((REPO / "config").glob("*.py")):
+        train.validate_config(common.parse_config(train.TrainConfig(), [str(config_file)]))
+
+
+def test_gradient_accumulation_must_divide_by_world_size(tmp_path):
+    cfg = common.parse_config(train.TrainConfig(), ["--gradient_accumulation_steps=5",
+                                                    f"--out_dir={tmp_path / 'out'}"])
+    world = train.Distributed(rank=0, local_rank=0, world_size=2)
+    with pytest.raises(TrainingError, match="gradient_accumulation_steps=5.*divisible.*=6"):
+        train._train(cfg, world, "cpu")
+
+
+def test_train_gpt2_config_is_half_a_million_tokens_per_step():
+    cfg = common.parse_config(train.TrainConfig(), [str(REPO / "config" / "train_gpt2.py")])
+    assert cfg.gradient_accumulation_steps * cfg.batch_size * cfg.block_size == 524288
+
+
+# --------------------------------------------------------------------------------------------
+# Optimization pieces
+# --------------------------------------------------------------------------------------------
+
+def test_learning_rate_schedule():
+    lrs = [train.get_lr(it, 1e-3, 1e-4, warmup_iters=10, lr_decay_iters=100) for it in range(120)]
+    assert lrs[0] > 0  # step 0 already moves
+    assert all(a < b for a, b in zip(lrs[:11], lrs[1:11]))  # warmup rises
+    assert lrs[10] == pytest.approx(1e-3)  # the peak right after warmup
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))  # then only falls
+    assert lrs[55] == pytest.approx((1e-3 + 1e-4) / 2)  # half way down the cosine
+    assert lrs[100] == lrs[119] == 1e-4  # the floor
+
+
+def test_weight_decay_only_on_matrices():
+    model = GPT(GPTConfig(block_size=8, vocab_size=10, n_layer=1, n_head=2, n_embd=8))
+    optimizer = train.configure_optimizer(model, 0.1, 1e-3, (0.9, 0.95), "cpu")
+    decayed, not_decayed = optimizer.param_groups
+    assert decayed["weight_decay"] == 0.1 and not_decayed["weight_decay"] == 0.0
+    assert all(p.dim() >= 2 for p in decayed["params"]) and all(p.dim() == 1 for p in not_decayed["params"])
+    assert len(decayed["params"]) + len(not_decayed["params"]) == len(list(model.parameters()))
+
+
+def test_k_micro_batches_give_the_gradient_of_one_k_times_larger_batch():
+    torch.manual_seed(0)
+    config = GPTConfig(block_size=16, vocab_size=20, n_layer=2, n_head=2, n_embd=16)
+    x = torch.randint(0, 20, (8, 16))
+    y = torch.randint(0, 20, (8, 16))
+    start = GPT(config).state_dict()
+
+    def step(grad_accum_steps):
+        model = GPT(config)
+        model.load_state_dict(start)
+        # SGD with lr=1 makes the update exactly minus the gradient, so comparing weights after
+        # one step compares gradients.
+        optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+        chunks = iter(zip(x.chunk(grad_accum_steps), y.chunk(grad_accum_steps)))
+        loss = train.train_step(model, optimizer, lambda: next(chunks), grad_accum_steps)
+        return loss, model.state_dict()
+
+    loss_one, weights_one = step(1)
+    loss_four, weights_four = step(4)
+    assert loss_four.item() == pytest.approx(loss_one.item(), rel=1e-6)
+    moved = False
+    for key in weights_one:
+        torch.testing.assert_close(weights_four[key], weights_one[key], rtol=1e-5, atol=1e-7)
+        moved |= not torch.equal(weights_one[key], start[key])
+    assert moved  # the step really changed the weights
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+def test_unwrap_model_gives_clean_state_dict_keys():
+    model = GPT(GPTConfig(block_size=8, vocab_size=10, n_layer=1, n_head=2, n_embd=8))
+    compiled = torch.compile(model)  # wrapping is free; compiling happens on the first call
+    assert any(k.startswith("_orig_mod.") for k in compiled.state_dict())
+    assert train.unwrap_model(compiled) is model
+    assert not any(k.startswith(("_orig_mod.", "module.")) for k in train.unwrap_model(compiled).state_dict())
+
+
+# --------------------------------------------------------------------------------------------
+# Data loading
+# --------------------------------------------------------------------------------------------
+
+def write_bin_dataset(directory, train_tokens, val_tokens, vocab_size=65, tokenizer="char"):
+    directory.mkdir(parents=True)
+    np.asarray(train_tokens, dtype="<u2").tofile(directory / "train.bin")
+    np.asarray(val_tokens, dtype="<u2").tofile(directory / "val.bin")
+    prepare.write_meta(directory, {"tokenizer": tokenizer, "vocab_size": vocab_size, "dtype": "uint16",
+                                   "format": "bin", "train_tokens": len(train_tokens),
+                                   "val_tokens": len(val_tokens), "chars": []})
+    return directory
+
+
+def test_batches_are_next_token_windows_from_llmc_shards(tmp_path):
+    directory = tmp_path / "shards"
+    directory.mkdir()
+    # Two shards of consecutive ids with a gap between them: a window crossing from one file
+    # into the other would show a jump.
+    prepare.write_shard(directory / "train_1.bin", np.arange(0, 300))
+    prepare.write_shard(directory / "train_2.bin", np.arange(1000, 1100))
+    prepare.write_shard(directory / "val_0.bin", np.arange(5000, 5050))
+    prepare.write_meta(directory, {"tokenizer": "gpt2", "vocab_size": 50257, "dtype": "uint16",
+                                   "format": "shards", "train_shards": ["train_1.bin", "train_2.bin"],
+                                   "val_shards": ["val_0.bin"]})
+    loader = BatchLoader(directory, batch_size=8, block_size=16)
+    seen_files = set()
+    for _ in range(50):
+        x, y = loader.get_batch("train")
+        assert x.shape == y.shape == (8, 16) and x.dtype == torch.int64
+        assert torch.equal(y[:, :-1], x[:, 1:])  # y is x shifted by one
+        assert torch.all(y - x == 1)  # consecutive: within one file, and the header skipped
+        seen_files |= {int(v) // 1000 for v in x[:, 0]}
+    assert seen_files == {0, 1}  # both train shards are sampled
+    x, _ = next(loader.eval_batches("val", 1))
+    assert x.min() >= 5000
+
+
+def test_ranks_take_their_slice_of_one_stream_and_resume_replays_it(data_dir):
+    tiny = data_dir / "tiny"
+    single = BatchLoader(tiny, batch_size=4, block_size=16, seed=7)
+    rank0 = BatchLoader(tiny, batch_size=4, block_size=16, seed=7, rank=0, world_size=2)
+    rank1 = BatchLoader(tiny, batch_size=4, block_size=16, seed=7, rank=1, world_size=2)
+    for _ in range(3):
+        first, second = single.get_batch()[0], single.get_batch()[0]
+        x0, x1 = rank0.get_batch()[0], rank1.get_batch()[0]
+        assert not torch.equal(x0, x1)  # ranks see different data...
+        assert torch.equal(x0, first) and torch.equal(x1, second)  # ...together what one process sees
+
+    state = rank0.state_dict()
+    expected = [rank0.get_batch()[0] for _ in range(3)]
+    fresh = BatchLoader(tiny, batch_size=4, block_size=16, seed=999, rank=0, world_size=2)
+    fresh.load_state_dict(state)
+    assert all(torch.equal(fresh.get_batch()[0], x) for x in expected)
+
+
+def test_eval_batches_are_fixed_and_do_not_move_the_training_stream(data_dir):
+    loader = BatchLoader(data_dir / "tiny", batch_size=4, block_size=16)
+    before = loader.state_dict()["generator"].clone()
+    first = [x for x, _ in loader.eval_batches("val", 3)]
+    again = [x for x, _ in loader.eval_batches("val", 3)]
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert torch.equal(loader.state_dict()["generator"], before)
+
+
+def current_rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads RSS from Linux's /proc")
+def test_loader_memory_stays_flat_over_thousands_of_batches(tmp_path):
+    tokens = np.random.default_rng(0).integers(0, 65, size=4_000_000, dtype=np.uint16)  # an 8 MB file
+    directory = write_bin_dataset(tmp_path / "big", tokens, tokens[:1000])
+    loader = BatchLoader(directory, batch_size=16, block_size=256)
+    for _ in range(200):  # warm up allocator caches
+        loader.get_batch("train")
+    tracemalloc.start()
+    rss_before = current_rss_bytes()
+    for _ in range(2000):  # 8M tokens read at random: every page of the file, many times over
+        loader.get_batch("train")
+    rss_growth = current_rss_bytes() - rss_before
+    python_growth = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    assert rss_growth < 2_000_000, f"RSS grew by {rss_growth / 1e6:.1f} MB"
+    assert python_growth < 1_000_000, f"Python allocations grew by {python_growth / 1e6:.1f} MB"
+
+    # The measurement can see the leak it guards against: a memmap kept open and read all over
+    # maps the whole 8 MB file into the process.
+    kept = np.memmap(directory / "train.bin", dtype=np.uint16, mode="r")
+    rss_before = current_rss_bytes()
+    kept[::1024].sum()  # touch every 4 KB page
+    assert current_rss_bytes() - rss_before > 6_000_000
+    del kept
+
+
+def test_missing_dataset_names_the_prepare_command(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"python prepare\.py fineweb10B --num_shards=1"):
+        train.main(["--dataset=fineweb10B", f"--data_dir={tmp_path}", f"--out_dir={tmp_path / 'out'}",
+                    "--device=cpu"])
+    directory = write_bin_dataset(tmp_path / "mytext", range(100), range(50))
+    (directory / "val.bin").unlink()
+    with pytest.raises(FileNotFoundError, match=r"val\.bin is missing.*python prepare\.py text .*--name=mytext"):
+        BatchLoader(directory, batch_size=2, block_size=8)
+
+
+def test_split_shorter_than_a_window_says_what_it_has_and_needs(tmp_path, data_dir):
+    directory = write_bin_dataset(tmp_path / "short", range(1000), range(10))
+    with pytest.raises(DataError, match=r"val split .* has 10 tokens.*block_size=16 needs at least 17"):
+        BatchLoader(directory, batch_size=2, block_size=16)
+    BatchLoader(directory, batch_size=2, block_size=9)  # 10 tokens are exactly one window of 9 + 1
+
+
+# --------------------------------------------------------------------------------------------
+# Whole runs: resume, checkpoints, metrics
+# --------------------------------------------------------------------------------------------
+
+def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path, data_dir, straight_run):
+    straight_dir, summary = straight_run
+    out_dir = tmp_path / "out"
+    train.main(tiny_args(out_dir, data_dir, max_iters=8))  # stops (and checkpoints) at 8
+    assert common.load_checkpoint(out_dir / "ckpt.pt")["iter_num"] == 8
+    resumed = train.main(tiny_args(out_dir, data_dir, init_from="resume"))
+    assert resumed["iter_num"] == summary["iter_num"] == 12
+    # Dropout is on (0.1): equal weights also mean the RNG state was restored exactly.
+    assert_same_weights(load_weights(out_dir), load_weights(straight_dir))
+    assert read_metrics(out_dir) == read_metrics(straight_dir)  # same losses, same events, no repeats
+
+
+def test_checkpoint_contents_and_metrics(straight_run):
+    straight_dir, summary = straight_run
+    checkpoint = common.load_checkpoint(straight_dir / "ckpt.pt")
+    expected = {"model", "model_args", "config", "iter_num", "best_val_loss", "optimizer",
+                "scaler", "rng", "data", "meta"}
+    assert expected <= checkpoint.keys()
+    assert not any(k.startswith(("_orig_mod.", "module.")) for k in checkpoint["model"])
+    assert checkpoint["iter_num"] == 12 and checkpoint["config"]["max_iters"] == 12
+    assert checkpoint["config"]["device"] == "cpu" and checkpoint["config"]["min_lr"] == pytest.approx(3e-4)
+    assert checkpoint["data"]["batches_drawn"] == 12 * 2  # 2 micro-batches per iteration
+
+    records = read_metrics(straight_dir)
+    evals = [r for r in records if r["event"] == "eval"]
+    assert [r["iter"] for r in evals] == [0, 4, 8, 12]
+    for r in evals:
+        assert {"train_loss", "val_loss", "val_ppl"} <= r.keys()
+        assert r["val_ppl"] == pytest.approx(np.exp(r["val_loss"]))
+    assert [r["iter"] for r in records if r["event"] == "train"] == list(range(12))
+    assert evals[-1]["val_loss"] < evals[0]["val_loss"]  # it learned something
+    assert checkpoint["best_val_loss"] == min(r["val_loss"] for r in evals) == summary["best_val_loss"]
+
+    # sample.py and eval.py load it through common.load_model, tokenizer included.
+    model, tokenizer, _ = common.load_model("resume", straight_dir, "cpu")
+    assert checkpoint["meta"]["name"] == "tiny" and tokenizer.vocab_size == model.config.vocab_size
+    assert_same_weights(model.state_dict(), checkpoint["model"])
+
+
+def test_eval_only_reproduces_the_logged_val_loss_and_writes_nothing(data_dir, straight_run):
+    straight_dir, _ = straight_run
+    digests = {p.name: file_digest(p) for p in straight_dir.iterdir()}
+    result = train.main(tiny_args(straight_dir, data_dir, init_from="resume", eval_only=True))
+    last_eval = [r for r in read_metrics(straight_dir) if r["event"] == "eval"][-1]
+    assert result["val_loss"] == last_eval["val_loss"]  # same weights, same fixed eval batches
+    assert {p.name: file_digest(p) for p in straight_dir.iterdir()} == digests
+
+
+def test_scratch_into_an_existing_checkpoint_refuses_unless_overwrite(tmp_path, data_dir):
+    out_dir = tmp_path / "out"
+    train.main(tiny_args(out_dir, data_dir, max_iters=4))
+    digest = file_digest(out_dir / "ckpt.pt")
+    with pytest.raises(TrainingError, match=r"already holds a checkpoint.*--init_from=resume.*--overwrite=True"):
+        train.main(tiny_args(out_dir, data_dir, max_iters=4))
+    assert file_digest(out_dir / "ckpt.pt") == digest
+    train.main(tiny_args(out_dir, data_dir, max_iters=4, seed=2, overwrite=True))
+    assert file_digest(out_dir / "ckpt.pt") != digest
+    assert [r["iter"] for r in read_metrics(out_dir) if r["event"] == "eval"] == [0, 4]  # a new log
+
+
+def test_nan_loss_stops_naming_the_iteration_and_keeps_the_checkpoint(tmp_path, data_dir, monkeypatch):
+    real_step = train.train_step
+    calls = []
+
+    def step_that_diverges(*args, **kwargs):
+        loss = real_step(*args, **kwargs)
+        calls.append(1)
+        return loss * float("nan") if len(calls) == 7 else loss  # iteration 6
+
+    monkeypatch.setattr(train, "train_step", step_that_diverges)
+    out_dir = tmp_path / "out"
+    with pytest.raises(TrainingError, match=r"loss is nan at iteration 6.*last good checkpoint.*ckpt.pt"):
+        train.main(tiny_args(out_dir, data_dir))
+    checkpoint = common.load_checkpoint(out_dir / "ckpt.pt")
+    assert checkpoint["iter_num"] == 4  # the last good one, not overwritten at the end
+    assert all(torch.isfinite(t).all() for t in checkpoint["model"].values())
+
+
+def test_truncated_checkpoint_is_an_error_naming_the_file(tmp_path, data_dir, straight_run):
+    straight_dir, _ = straight_run
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    data = (straight_dir / "ckpt.pt").read_bytes()
+    (out_dir / "ckpt.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=rf"{out_dir / 'ckpt.pt'}.*truncated or corrupt"):
+        train.main(tiny_args(out_dir, data_dir, init_from="resume"))
+
+
+def test_quick_start_prepares_its_dataset(tmp_path):
+    data_dir = tmp_path / "data"
+    summary = train.main([f"--data_dir={data_dir}", f"--out_dir={tmp_path / 'out'}", "--max_iters=2",
+                          "--n_layer=1", "--n_embd=16", "--eval_iters=1", "--log_interval=1"])
+    assert (data_dir / "shakespeare_char" / "meta.json").is_file()
+    assert summary["iter_num"] == 2
+    assert common.load_checkpoint(tmp_path / "out" / "ckpt.pt")["model_args"]["vocab_size"] == 65
+
+
+def test_init_from_gpt2_evaluates_and_finetunes_the_pretrained_weights(tmp_path, monkeypatch, data_dir):
+    # A tiny stand-in for OpenAI's GPT-2, already in the download cache; nothing is downloaded.
+    monkeypatch.setenv("GPT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    torch.manual_seed(0)
+    pretrained = GPT(GPTConfig(block_size=32, vocab_size=50257, n_layer=1, n_head=2, n_embd=16))
+    pretrained.save_pretrained(tmp_path / "cache" / "models" / "gpt2")
+    tokens = np.random.default_rng(0).integers(0, 50257, 5000)
+    write_bin_dataset(tmp_path / "data" / "bpe", tokens, tokens[:500], vocab_size=50257, tokenizer="gpt2")
+    args = [f"--data_dir={tmp_path / 'data'}", "--dataset=bpe", "--init_from=gpt2", "--block_size=16",
+            "--batch_size=2", "--eval_iters=2", "--device=cpu", "--dtype=float32"]
+
+    result = train.main(args + ["--eval_only=True"])
+    expected = train.estimate_loss(pretrained, BatchLoader(tmp_path / "data" / "bpe", 2, 16), eval_iters=2)
+    assert result["val_loss"] == pytest.approx(expected["val"], rel=1e-6)
+
+    out_dir = tmp_path / "out"
+    train.main(args + [f"--out_dir={out_dir}", "--max_iters=2", "--dropout=0.1", "--learning_rate=1e-4"])
+    checkpoint = common.load_checkpoint(out_dir / "ckpt.pt")
+    assert checkpoint["model_args"]["dropout"] == 0.1  # the override reached the model
+    assert (checkpoint["model_args"]["n_embd"], checkpoint["model_args"]["block_size"]) == (16, 32)
+    start = pretrained.state_dict()["transformer.h.0.mlp.c_fc.weight"]
+    finetuned = checkpoint["model"]["transformer.h.0.mlp.c_fc.weight"]
+    assert 0 < (finetuned - start).abs().max() < 1e-3  # moved a little from the pretrained weights
+
+    with pytest.raises(DataError, match="needs a dataset tokenized with GPT-2"):
+        train.main([f"--data_dir={data_dir}", "--dataset=tiny", "--init_from=gpt2", "--eval_only=True",
+                    "--device=cpu"])
+
+
+# --------------------------------------------------------------------------------------------
+# Process death and several processes
+# --------------------------------------------------------------------------------------------
+
+# Runs train.main in a child process with a hook that hangs at a chosen moment (after writing a
+# marker file), so the test can SIGKILL it exactly there.
+KILLABLE_RUN = r"""
+import sys, time, torch, train
+mode, marker, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
+
+def hang():
+    open(marker, "w").close()
+    time.sleep(600)
+
+if mode == "during_checkpoint_write":
+    real_save, saves = torch.save, []
+    def save_then_hang(obj, f, *args, **kwargs):
+        saves.append(1)
+        if len(saves) == 2:  # the second checkpoint (iteration 8): write a part of it, then hang
+            f.write(b"half a checkpoint")
+            f.flush()
+            hang()
+        return real_save(obj, f, *args, **kwargs)
+    torch.save = save_then_hang
+else:  # "mid_training": hang in iteration 10, after the checkpoint at 8 and two logged steps
+    real_step, steps = train.train_step, []
+    def step_then_hang(*args, **kwargs):
+        steps.append(1)
+        if len(steps) == 11:
+            hang()
+        return real_step(*args, **kwargs)
+    train.train_step = step_then_hang
+train.main(argv)
+"""
+
+
+@pytest.mark.parametrize("mode, resumes_from", [("during_checkpoint_write", 4), ("mid_training", 8)])
+def test_run_killed_with_sigkill_resumes_from_the_last_good_checkpoint(
+        tmp_path, data_dir, straight_run, mode, resumes_from):
+    out_dir, marker = tmp_path / "out", tmp_path / "hanging"
+    child = subprocess.Popen([sys.executable, "-c", KILLABLE_RUN, mode, str(marker),
+                              *tiny_args(out_dir, data_dir)],
+                             cwd=tmp_path, env=subprocess_env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            assert child.poll() is None, f"the run ended early: {child.stderr.read().decode()[-2000:]}"
+            assert time.monotonic() < deadline, "the run never reached the point to kill it at"
+            time.sleep(0.05)
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait()
+
+    assert common.load_checkpoint(out_dir / "ckpt.pt")["iter_num"] == resumes_from
+    train.main(tiny_args(out_dir, data_dir, init_from="resume"))
+    straight_dir, _ = straight_run
+    assert_same_weights(load_weights(out_dir), load_weights(straight_dir))
+    assert read_metrics(out_dir) == read_metrics(straight_dir)  # the killed run's extra lines are gone
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_on_two_processes_matches_one_process(tmp_path, data_dir):
+    # gradient_accumulation_steps counts micro-steps over all processes: 4 = 2 ranks x 2.
+    args = dict(max_iters=4, eval_interval=2, gradient_accumulation_steps=4, dropout=0.0)
+    ddp_dir, single_dir = tmp_path / "ddp", tmp_path / "single"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+               "--master_addr=127.0.0.1", f"--master_port={free_port()}", str(REPO / "train.py"),
+               *tiny_args(ddp_dir, data_dir, **args)]
+    result = subprocess.run(command, cwd=tmp_path, env=subprocess_env(), capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    train.main(tiny_args(single_dir, data_dir, **args))
+
+    ddp_weights, single_weights = load_weights(ddp_dir), load_weights(single_dir)
+    assert not any(k.startswith(("module.", "_orig_mod.")) for k in ddp_weights)
+    assert ddp_weights.keys() == single_weights.keys()
+    for key in ddp_weights:
+        torch.testing.assert_close(ddp_weights[key], single_weights[key], rtol=1e-4, atol=1e-5)
+    # Only rank 0 logs: every event appears once, and the evaluations agree.
+    ddp_metrics, single_metrics = read_metrics(ddp_dir), read_metrics(single_dir)
+    assert [(r["event"], r["iter"]) for r in ddp_metrics] == [(r["event"], r["iter"]) for r in single_metrics]
+    for a, b in zip(ddp_metrics, single_metrics):
+        if a["event"] == "eval":
+            assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-4)
+    assert sorted(p.name for p in ddp_dir.iterdir()) == ["ckpt.pt", "metrics.jsonl"]
+
+
+def test_importing_train_has_no_side_effects(tmp_path):
+    result = subprocess.run([sys.executable, "-c", "import train"], cwd=tmp_path, env=subprocess_env(),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "" and result.stderr == ""
+    assert list(tmp_path.iterdir()) == []
