@@ -61,6 +61,7 @@ class BenchConfig:
     prompt_tokens: int = 1  # generate mode: prompt length
     repeats: int = 3  # generate mode: runs of each path; the median is reported
     compile: Optional[bool] = None  # None = on for CUDA, off elsewhere
+    attention_backend: str = "auto"  # CUDA: "auto" (PyTorch picks), or force "flash", "cudnn", "efficient"
     device: str = "auto"
     dtype: str = "auto"
     seed: int = 1337
@@ -103,6 +104,7 @@ def bench_train(cfg, device, dtype):
     scaler = torch.amp.GradScaler(device.split(":")[0], enabled=dtype == "float16")
     ctx = common.autocast(device, dtype)
     common.allow_tf32(device)
+    force_attention_backend(cfg.attention_backend)
     use_compile = device.startswith("cuda") if cfg.compile is None else cfg.compile
     step_model = torch.compile(model) if use_compile else model
 
@@ -189,6 +191,20 @@ def bench_generate(cfg, device, dtype):
           f"no cache {result['tokens_per_sec_no_cache']:,.0f} tokens/s, "
           f"speed-up {result['speedup']:.1f}x, identical tokens: {result['same_tokens']}")
     return result
+
+
+def force_attention_backend(name):
+    """Restrict the fused attention to one CUDA kernel family, to compare them."""
+    if name == "auto":
+        return
+    toggles = {"flash": torch.backends.cuda.enable_flash_sdp,
+               "efficient": torch.backends.cuda.enable_mem_efficient_sdp,
+               "cudnn": torch.backends.cuda.enable_cudnn_sdp}
+    if name not in toggles:
+        raise common.ConfigError(f"attention_backend={name!r}: use auto, {', '.join(toggles)}")
+    for backend, enable in toggles.items():
+        enable(backend == name)
+    torch.backends.cuda.enable_math_sdp(False)  # fail loudly rather than fall back silently
 
 
 def write_trace(step, device, path):
