@@ -1,0 +1,908 @@
+"""
+Build guide.pdf, "Build a Large Language Model From Scratch", from this repository.
+
+    python guide.py                                   # figures from out/ if trained, else a short run made here
+    python guide.py --ckpt_dir=out-shakespeare-char   # figures from another train.py checkpoint
+    python guide.py --output=book.pdf --build_iters=500
+    python guide.py --fast=True                       # a tiny run: checks that the guide builds (tests)
+
+The guide cannot go stale, because nothing in it is copied by hand:
+  - The prose lives in guide/*.typ (Typst markup). A code listing is written there as
+    #listing("model.py:CausalSelfAttention") and cut out of the current source file at build
+    time, by name, with `ast`. A renamed or deleted symbol stops the build with an error naming it.
+  - Every figure and number comes from a real run of this code: the checkpoint in --ckpt_dir,
+    or out/ckpt.pt (what `python train.py` writes), or, when there is neither, a shortened
+    quick-start run that the build trains itself into build_dir/run. The GPU figures in the
+    results chapter are read from the recorded runs in results/.
+
+Steps, in order (the slow ones last, so a broken listing fails in a second):
+  1. collect the listings named in guide/*.typ;
+  2. find or train the checkpoint;
+  3. measure (attention maps, samples, perplexity, KV-cache speed, ...) into build_dir/data.json
+     and draw the figures into build_dir/figures/ with matplotlib;
+  4. copy guide/*.typ next to them and compile with typst (offline, bundled fonts only).
+
+Design choices: the build runs on the CPU by default and on one thread (its models are tiny:
+extra threads mostly wait on each other); every random choice is seeded, so two builds from
+the same checkpoint give the same numbers, apart from the timings.
+"""
+
+import ast
+import contextlib
+import dataclasses
+import io
+import json
+import math
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+import bench
+import common
+import eval as evaluate
+import prepare
+import sample
+import train
+from model import GPT, GPTConfig, causal_mask
+from tokenizer import CharTokenizer, GPT2Tokenizer
+
+REPO_ROOT = Path(__file__).resolve().parent
+GUIDE_DIR = REPO_ROOT / "guide"  # the Typst sources: guide.typ (the book), lib.typ, one file per chapter
+MAIN_FILE = "guide.typ"
+# How a chapter asks for a listing: #listing("file.py:Name") or #listing("file.py:Class.method");
+# a file name alone ("config/train_gpt2.py") lists the whole file.
+LISTING_CALL = re.compile(r'#listing\(\s*"([^"]+)"')
+
+# Listing typography. The code font's characters are all 0.602 em wide; a listing is set just
+# small enough for its longest line to fit the page, so code lines are never wrapped.
+CODE_WIDTH_PT = 462.0  # A4 with 2 cm margins (482 pt), less the listing box's inset and rule
+CODE_ADVANCE_EM = 0.602  # DejaVu Sans Mono
+CODE_MAX_PT, CODE_MIN_PT = 8.0, 6.0
+
+
+@dataclass
+class GuideConfig:
+    output: str = "guide.pdf"
+    ckpt_dir: Optional[str] = None  # a train.py out_dir with ckpt.pt; None = out/ if it has one, else a short run
+    build_dir: str = "guide_build"  # the build's own run, figures, data.json and the Typst it compiles
+    build_iters: int = 150  # iterations of the quick-start run the build trains when there is no checkpoint
+    fast: bool = False  # tests: a tiny run and small measurements; proves the guide builds, not the model
+    results_dir: str = "results/h200-2026-11-27"  # the recorded GPU runs quoted in the results chapter
+    device: str = "cpu"  # where the build's run and measurements happen
+    threads: int = 1  # CPU threads for torch; raise it for a large --ckpt_dir model
+    seed: int = 1337
+
+
+# Measurement sizes: the full book, and the tiny version the tests build.
+FULL_SIZES = dict(evaluations=3, eval_iters=10, sample_tokens=240, ppl_tokens=30_000, kv_new_tokens=100,
+                  kv_long_block=256, kv_long_prompt=192, kv_long_tokens=60, kv_repeats=1, depths=(1, 2, 4, 8, 16, 32), scale_trials=32)
+FAST_SIZES = dict(evaluations=2, eval_iters=2, sample_tokens=40, ppl_tokens=4_000, kv_new_tokens=24,
+                  kv_long_block=96, kv_long_prompt=64, kv_long_tokens=16, kv_repeats=1, depths=(1, 4), scale_trials=2, build_iters=8)
+
+
+class GuideError(RuntimeError):
+    """The guide cannot be built as asked; the message says what to fix."""
+
+
+# --------------------------------------------------------------------------------------------
+# 1. Listings: cut out of the source by name
+# --------------------------------------------------------------------------------------------
+
+def find_definition(tree, dotted_name):
+    """The class or function `dotted_name` ("GPT.forward") in a parsed module, or None."""
+    node, body = None, tree.body
+    for part in dotted_name.split("."):
+        node = next((n for n in body if isinstance(n, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                     and n.name == part), None)
+        if node is None:
+            return None
+        body = node.body
+    return node
+
+
+def extract_listing(spec, source_root=None):
+    """
+    The source text of one listing, e.g. "model.py:GPT.forward" -> dict(file, symbol, start,
+    end, text, size). The text is exactly what inspect.getsource returns (decorators included),
+    dedented; the lines are the file's own line numbers. A whole file when there is no ":".
+    """
+    source_root = REPO_ROOT if source_root is None else source_root
+    file_name, _, symbol = spec.partition(":")
+    path = Path(source_root) / file_name
+    if not path.is_file():
+        raise GuideError(f"listing {spec!r}: there is no file {file_name} in {source_root}")
+    source = path.read_text(encoding="utf-8")
+    lines = source.splitlines()
+    if symbol:
+        node = find_definition(ast.parse(source, filename=str(path)), symbol)
+        if node is None:
+            raise GuideError(f"listing {spec!r}: {file_name} has no class or function {symbol!r} "
+                             f"(renamed or removed?); fix the #listing(...) in guide/*.typ")
+        start = min([node.lineno] + [d.lineno for d in node.decorator_list])
+        end = node.end_lineno
+    else:
+        start, end = 1, len(lines)
+    text = textwrap.dedent("\n".join(lines[start - 1:end]) + "\n")
+    longest = max(len(line) for line in text.splitlines())
+    size = max(CODE_MIN_PT, min(CODE_MAX_PT, CODE_WIDTH_PT / (longest * CODE_ADVANCE_EM)))
+    return dict(file=file_name, symbol=symbol, start=start, end=end, text=text,
+                size=math.floor(size * 10) / 10)
+
+
+def listing_specs(guide_dir=None):
+    """Every listing the chapters ask for, in order of appearance, without repeats."""
+    specs = []
+    for path in sorted(Path(guide_dir or GUIDE_DIR).glob("*.typ")):
+        text = re.sub(r"(?m)^\s*//.*$", "", path.read_text(encoding="utf-8"))  # not in comments
+        for spec in LISTING_CALL.findall(text):
+            if spec not in specs:
+                specs.append(spec)
+    return specs
+
+
+def collect_listings(guide_dir=None, source_root=None):
+    """{spec: listing} for every #listing in the chapters; one error names all that are missing."""
+    listings, problems = {}, []
+    for spec in listing_specs(guide_dir):
+        try:
+            listings[spec] = extract_listing(spec, source_root)
+        except GuideError as e:
+            problems.append(str(e))
+    if problems:
+        raise GuideError("the guide lists code that is not in the source:\n  " + "\n  ".join(problems))
+    return listings
+
+
+# --------------------------------------------------------------------------------------------
+# The textbook form of attention. Chapter 2 lists these two functions next to model.py's
+# CausalSelfAttention; the build computes the attention maps with them from the trained
+# weights and checks that they give the model's own output.
+# --------------------------------------------------------------------------------------------
+
+def attention(q, k, v, mask=None):
+    """Scaled dot-product attention: softmax(q k^T / sqrt(d_k) + mask) v.
+    q (..., T_q, d_k), k (..., T_k, d_k), v (..., T_k, d_v); mask (T_q, T_k) is True where a
+    query may look at a key. Returns the output (..., T_q, d_v) and the weights (..., T_q, T_k)."""
+    d_k = q.size(-1)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(d_k)  # (..., T_q, T_k)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))  # exp(-inf) = 0: no weight at all
+    weights = torch.softmax(scores, dim=-1)  # every row sums to 1
+    return weights @ v, weights
+
+
+def multi_head_attention(q, k, v, mask, W_Q, W_K, W_V, W_O, n_head):
+    """MultiHead(q, k, v) = Concat(head_1, ..., head_h) W_O, head_i = attention(q W_Q_i, k W_K_i, v W_V_i).
+    q, k, v: (T, C). Each W is a (matrix (C, C), bias (C,)) pair; head i owns columns
+    i*hs .. (i+1)*hs of W_Q, W_K and W_V, where hs = C // n_head.
+    Returns the output (T, C) and every head's weights (n_head, T, T)."""
+    hs = q.size(-1) // n_head
+    heads, weights = [], []
+    for i in range(n_head):
+        cols = slice(i * hs, (i + 1) * hs)
+        q_i = q @ W_Q[0][:, cols] + W_Q[1][cols]  # (T, hs)
+        k_i = k @ W_K[0][:, cols] + W_K[1][cols]  # (T, hs)
+        v_i = v @ W_V[0][:, cols] + W_V[1][cols]  # (T, hs)
+        head, w = attention(q_i, k_i, v_i, mask)
+        heads.append(head)
+        weights.append(w)
+    return torch.cat(heads, dim=-1) @ W_O[0] + W_O[1], torch.stack(weights)
+
+
+def textbook_weights(attn):
+    """W_Q, W_K, W_V, W_O as (matrix, bias) pairs, cut from a CausalSelfAttention's layers.
+    nn.Linear keeps its weight as (out, in) and computes x W^T + b: hence the transposes."""
+    C = attn.c_proj.weight.size(0)
+    W = attn.c_attn.weight.t()  # (C, 3C) = [W_Q | W_K | W_V]
+    b = attn.c_attn.bias if attn.c_attn.bias is not None else torch.zeros(3 * C)
+    b_O = attn.c_proj.bias if attn.c_proj.bias is not None else torch.zeros(C)
+    return ((W[:, :C], b[:C]), (W[:, C:2 * C], b[C:2 * C]), (W[:, 2 * C:], b[2 * C:]),
+            (attn.c_proj.weight.t(), b_O))
+
+
+# --------------------------------------------------------------------------------------------
+# 2. The checkpoint: given, out/, or a short quick-start run made here
+# --------------------------------------------------------------------------------------------
+
+def build_run_args(run_dir, iters, device, evaluations=3, eval_iters=10):
+    """train.py arguments for the build's run: the quick start, shortened to `iters` steps, with
+    `evaluations` evaluations after the first. Everything else stays at train.py's defaults,
+    read now (they change as the code does)."""
+    defaults = train.TrainConfig()
+    iters = min(iters, defaults.max_iters)
+    return [f"--out_dir={run_dir}", f"--max_iters={iters}", f"--lr_decay_iters={iters}",
+            f"--warmup_iters={min(defaults.warmup_iters, max(1, iters // 10))}",
+            f"--eval_interval={max(1, iters // evaluations)}", f"--eval_iters={min(defaults.eval_iters, eval_iters)}",
+            f"--log_interval={max(1, min(defaults.log_interval, iters // 25))}",
+            "--always_save_checkpoint=True", f"--device={device}", "--compile=False", "--overwrite=True"]
+
+
+def get_checkpoint(cfg, build_dir, sizes, log):
+    """(checkpoint folder, dict describing where it came from)."""
+    if cfg.ckpt_dir is not None:
+        ckpt_dir = Path(cfg.ckpt_dir)
+        if not (ckpt_dir / train.CHECKPOINT_NAME).is_file():
+            raise GuideError(f"--ckpt_dir={cfg.ckpt_dir}: there is no {train.CHECKPOINT_NAME} in it; "
+                             f"train one (python train.py --out_dir={cfg.ckpt_dir}) or leave --ckpt_dir out")
+        return ckpt_dir, dict(kind="checkpoint", command=None, seconds=None)
+    quick_start = Path(train.TrainConfig().out_dir)  # where `python train.py` puts it: relative to here
+    if not cfg.fast and (quick_start / train.CHECKPOINT_NAME).is_file():
+        return quick_start, dict(kind="quickstart", command="python train.py", seconds=None)
+
+    run_dir = build_dir / "run"
+    iters = sizes["build_iters"]
+    args = build_run_args(run_dir, iters, cfg.device, sizes["evaluations"], sizes["eval_iters"])
+    log(f"no checkpoint given and none in {quick_start.name}/: training a {iters}-iteration "
+        f"quick-start run into {run_dir} (its log: {build_dir / 'run.log'})")
+    t0 = time.perf_counter()
+    with open(build_dir / "run.log", "w", encoding="utf-8") as f, contextlib.redirect_stdout(f):
+        train.main(args)
+    seconds = time.perf_counter() - t0
+    shown = [a for a in args if not a.startswith(("--out_dir", "--overwrite", "--device", "--compile"))]
+    return run_dir, dict(kind="build", command="python train.py " + " ".join(shown), seconds=seconds)
+
+
+def shown_path(path):
+    """A path as the reader should type it: relative to the repository when inside it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+
+
+def read_metrics(path):
+    """metrics.jsonl -> (train records, eval records); missing file -> empty lists."""
+    train_records, eval_records = [], []
+    if Path(path).is_file():
+        for line in Path(path).read_text(encoding="utf-8").splitlines():
+            with contextlib.suppress(json.JSONDecodeError):
+                record = json.loads(line)
+                (eval_records if record.get("event") == "eval" else train_records).append(record)
+    return train_records, eval_records
+
+
+# --------------------------------------------------------------------------------------------
+# 3. Measurements. Each returns plain numbers/strings for data.json; figures go to `fig`.
+# --------------------------------------------------------------------------------------------
+
+def show_token(text):
+    """A token's text made visible: spaces and newlines would otherwise be blank."""
+    return text.replace("\n", "\u21b5").replace(" ", "\u00b7") or "\u2205"
+
+
+def token_data():
+    """Chapter 1: the character and BPE tokenizations of tiny Shakespeare, and the files prepare.py writes."""
+    text = prepare.read_text_file(prepare.SHAKESPEARE_PATH)
+    dataset_dir = prepare.ensure_dataset("shakespeare_char")
+    meta = prepare.load_meta(dataset_dir)
+    chars, bpe = CharTokenizer(meta["chars"]), GPT2Tokenizer()
+    example = text.split("\n\n")[0].split("\n")[1]  # the first speech's first line
+    bpe_ids = bpe.encode(example)
+    bpe_count = len(bpe.encode(text))
+    files = {p.name: p.stat().st_size for p in sorted(dataset_dir.iterdir()) if p.is_file()}
+    lines = [line for line in text.splitlines() if line.strip()]
+    shown_meta = {k: v for k, v in meta.items() if k != "chars"}
+    shown_meta["chars"] = "".join(meta["chars"])
+    return dict(
+        text_chars=len(text), char_vocab=chars.vocab_size, bpe_vocab=bpe.vocab_size,
+        bpe_tokens=bpe_count, chars_per_bpe=len(text) / bpe_count,
+        vocab_shown=[show_token(c) for c in meta["chars"]],
+        example=example, example_char_ids=chars.encode(example),
+        example_bpe_ids=bpe_ids, example_bpe_pieces=[show_token(bpe.decode([i])) for i in bpe_ids],
+        files=files, meta_json=json.dumps(shown_meta, indent=2, ensure_ascii=False),
+        mean_line_chars=sum(len(line) + 1 for line in lines) / len(lines),
+        val_fraction=prepare.VAL_FRACTION, dtype=meta["dtype"])
+
+
+def prompt_text(dataset_dir, tokenizer, max_chars):
+    """A real prompt from the validation split (text the model never trained on): the start
+    of the first paragraph that begins there, cut at a line end when one is near."""
+    val = prepare.load_split(dataset_dir, "val")[0]
+    text = tokenizer.decode(val[:4000].tolist())
+    start = text.find("\n\n")
+    text = text[start + 2:] if 0 <= start < 2000 else text
+    cut = text.rfind("\n", 0, max_chars)
+    return text[:cut + 1] if cut > max_chars // 3 else text[:max_chars]
+
+
+def attention_data(model, tokenizer, prompt, fig):
+    """Chapter 2: every head's attention weights on a real prompt, computed with the textbook
+    functions above from the trained weights, and checked against the model's own layer."""
+    ids = tokenizer.encode(prompt)[:32 if tokenizer.name == "char" else 16]
+    labels = [show_token(tokenizer.decode([i])) for i in ids]
+    idx = torch.tensor([ids])
+    T = len(ids)
+    mask = causal_mask(T, 0, "cpu")
+    maps, worst = [], 0.0
+    with torch.no_grad():
+        x = model.transformer.wte(idx) + model.transformer.wpe(torch.arange(T))  # (1, T, C)
+        for block in model.transformer.h:
+            normed = block.ln_1(x)[0]  # (T, C): the attention layer's input
+            out, weights = multi_head_attention(normed, normed, normed, mask,
+                                                *textbook_weights(block.attn), model.config.n_head)
+            worst = max(worst, (out - block.attn(normed[None])[0]).abs().max().item())
+            maps.append(weights)  # (nh, T, T)
+            x = block(x)
+    # The head that looks furthest back on average in the last layer gets the large picture.
+    last = maps[-1]
+    distance = (torch.arange(T)[:, None] - torch.arange(T)[None, :]).clamp(min=0).float()
+    reach = (last * distance).sum(-1).mean(-1)  # (nh,) mean distance attended
+    big_head = int(reach.argmax())
+    grid = fig.attention_grid(maps, "attention_grid")
+    fig.attention_head(last[big_head], labels, f"layer {len(maps)}, head {big_head + 1}", "attention_head")
+    prev = [float(torch.diagonal(m[h], offset=-1).mean()) for m in maps for h in range(m.size(0))]
+    return dict(prompt=tokenizer.decode(ids), tokens=T, labels=labels, max_difference=worst, grid=grid,
+                layers=len(maps), heads=model.config.n_head, big_layer=len(maps), big_head=big_head + 1,
+                big_reach=float(reach[big_head]), best_previous_token=max(prev))
+
+
+def scale_data(trials, seed):
+    """Chapter 2: why 1/sqrt(d). Dot products of random unit-variance vectors, and how peaked
+    softmax gets over 64 keys, with and without the scale."""
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for d in (16, 64, 256, 1024):
+        q, k = torch.randn(trials, 64, d, generator=g), torch.randn(trials, 64, d, generator=g)
+        scores = q @ k.transpose(-2, -1)
+        scaled = scores / math.sqrt(d)
+        rows.append(dict(d=d, std=scores.std().item(), std_scaled=scaled.std().item(),
+                         top=torch.softmax(scores, -1).amax(-1).mean().item(),
+                         top_scaled=torch.softmax(scaled, -1).amax(-1).mean().item()))
+    return rows
+
+
+def parameter_data(quick_config):
+    """Chapter 3: GPT-2 124M's parameters counted by building it on the meta device (shapes
+    only, no memory), next to the formula; and the quick-start model's count."""
+    with torch.device("meta"):
+        model = GPT(GPTConfig())
+    cfg = model.config
+    C, L, V, T = cfg.n_embd, cfg.n_layer, cfg.vocab_size, cfg.block_size
+
+    def count(prefix):
+        return sum(p.numel() for name, p in model.named_parameters() if name.startswith(prefix))
+
+    block = count("transformer.h.0.")
+    rows = [
+        dict(part="token embedding wte (= output head, tied)", formula="V x C",
+             formula_value=V * C, counted=count("transformer.wte.") - (cfg.padded_vocab_size - V) * C),
+        dict(part="position embedding wpe", formula="T x C", formula_value=T * C,
+             counted=count("transformer.wpe.")),
+        dict(part="one block: attention c_attn, c_proj", formula="4C^2 + 4C",
+             formula_value=4 * C * C + 4 * C, counted=count("transformer.h.0.attn.")),
+        dict(part="one block: MLP c_fc, c_proj", formula="8C^2 + 5C",
+             formula_value=8 * C * C + 5 * C, counted=count("transformer.h.0.mlp.")),
+        dict(part="one block: two LayerNorms", formula="4C", formula_value=4 * C,
+             counted=count("transformer.h.0.ln_")),
+        dict(part=f"all {L} blocks", formula="L (12C^2 + 13C)", formula_value=L * (12 * C * C + 13 * C),
+             counted=count("transformer.h.")),
+        dict(part="final LayerNorm ln_f", formula="2C", formula_value=2 * C, counted=count("transformer.ln_f.")),
+    ]
+    total = model.get_num_params(non_embedding=False)
+    formula_total = V * C + T * C + L * (12 * C * C + 13 * C) + 2 * C
+    with torch.device("meta"):
+        quick = GPT(quick_config)
+    return dict(C=C, L=L, V=V, T=T, padded_vocab=cfg.padded_vocab_size, rows=rows, block=block,
+                total=total, formula_total=formula_total, non_embedding=model.get_num_params(),
+                tied_saving=V * C, flops_per_token=model.flops_per_token(),
+                quick_total=quick.get_num_params(non_embedding=False))
+
+
+def init_depth_data(depths, seed):
+    """Chapter 3: std of the residual stream after the last block at initialisation, for
+    models of growing depth, with GPT-2's scaled init of the residual projections and without."""
+    result = {"depths": list(depths), "scaled": [], "plain": []}
+    for init in ("scaled", "plain"):
+        for n_layer in depths:
+            torch.manual_seed(seed)
+            model = GPT(GPTConfig(n_layer=n_layer, n_head=4, n_embd=128, block_size=64, vocab_size=65))
+            if init == "plain":  # every Linear at std 0.02, as if there were no residual rule
+                with torch.no_grad():
+                    for block in model.transformer.h:
+                        torch.nn.init.normal_(block.attn.c_proj.weight, std=0.02)
+                        torch.nn.init.normal_(block.mlp.c_proj.weight, std=0.02)
+            idx = torch.randint(65, (8, 64), generator=torch.Generator().manual_seed(seed))
+            with torch.no_grad():
+                x = model.transformer.wte(idx) + model.transformer.wpe(torch.arange(64))
+                for block in model.transformer.h:
+                    x = block(x)
+            result[init].append(x.std().item())
+    return result
+
+
+def lr_data(fig):
+    """Chapter 4: train.get_lr over the quick start's run and config/train_gpt2.py's."""
+    schedules = {}
+    for name, argv in (("quickstart", []), ("train_gpt2", [str(REPO_ROOT / "config" / "train_gpt2.py")])):
+        cfg = train.resolve_config(common.parse_config(train.TrainConfig(), argv), "cpu", "float32")
+        steps = list(range(0, cfg.max_iters + 1, max(1, cfg.max_iters // 400)))
+        schedules[name] = dict(
+            steps=steps, lrs=[train.get_lr(s, cfg.learning_rate, cfg.min_lr, cfg.warmup_iters, cfg.lr_decay_iters)
+                              for s in steps],
+            learning_rate=cfg.learning_rate, min_lr=cfg.min_lr, warmup_iters=cfg.warmup_iters,
+            lr_decay_iters=cfg.lr_decay_iters, max_iters=cfg.max_iters,
+            tokens_per_iter=cfg.gradient_accumulation_steps * cfg.batch_size * cfg.block_size,
+            batch_size=cfg.batch_size, block_size=cfg.block_size,
+            grad_accum=cfg.gradient_accumulation_steps, beta2=cfg.beta2)
+    fig.lr_schedules(schedules, "lr_schedule")
+    return {name: {k: v for k, v in s.items() if k not in ("steps", "lrs")} for name, s in schedules.items()}
+
+
+def accumulation_data(seed):
+    """Chapter 4: one step of train_step with 4 micro-batches of 3 sequences, and one with a
+    single batch of 12, from the same weights. Plain SGD with lr=1 makes the weight change equal
+    to the gradient, so the two updates must agree up to float rounding."""
+    torch.manual_seed(seed)
+    base = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=65))
+    tokens = torch.randint(65, (12, 17), generator=torch.Generator().manual_seed(seed))
+    updates = []
+    for accum in (4, 1):
+        model = GPT(base.config)
+        model.load_state_dict(base.state_dict())
+        before = [p.detach().clone() for p in model.parameters()]
+        optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+        per = 12 // accum
+        batches = iter([(tokens[i:i + per, :-1], tokens[i:i + per, 1:]) for i in range(0, 12, per)])
+        train.train_step(model, optimizer, lambda: next(batches), accum)
+        updates.append(torch.cat([(b - p.detach()).flatten() for b, p in zip(before, model.parameters())]))
+    return dict(max_difference=(updates[0] - updates[1]).abs().max().item(),
+                max_update=updates[1].abs().max().item())
+
+
+def next_token_data(model, tokenizer, prompt, fig):
+    """Chapter 5: the model's distribution for the token after the prompt, as temperature,
+    top-k and top-p reshape it."""
+    ids = tokenizer.encode(prompt)[-model.config.block_size:]
+    with torch.no_grad():
+        logits, _ = model(torch.tensor([ids]))
+    logits = logits[0, -1].float()
+    probs = {t: torch.softmax(logits / t, -1) for t in (0.5, 1.0, 1.5)}
+    order = torch.argsort(probs[1.0], descending=True)
+    top = order[:12].tolist()
+    sorted_p = probs[1.0][order]
+    nucleus = int((sorted_p.cumsum(0) - sorted_p < 0.9).sum())
+    fig.next_token([show_token(tokenizer.decode([i])) for i in top],
+                   {t: p[top].tolist() for t, p in probs.items()}, nucleus, "next_token")
+    entropy = lambda p: float(-(p * p.clamp_min(1e-12).log()).sum())
+    return dict(context=show_token(tokenizer.decode(ids)[-32:]), top_token=show_token(tokenizer.decode([top[0]])),
+                top_prob=probs[1.0][top[0]].item(), top_prob_cold=probs[0.5][top[0]].item(),
+                top_prob_hot=probs[1.5][top[0]].item(), nucleus_90=nucleus,
+                entropy={str(t): entropy(p) for t, p in probs.items()}, vocab=logits.numel())
+
+
+def sampling_strategies(tokenizer):
+    """The decoding settings the generation chapter compares."""
+    top_k = 5 if tokenizer.name == "char" else 50
+    return [dict(name="greedy", temperature=0.0, top_k=None, top_p=None),
+            dict(name="temperature 1.0", temperature=1.0, top_k=None, top_p=None),
+            dict(name="temperature 0.8", temperature=0.8, top_k=None, top_p=None),
+            dict(name=f"top-k {top_k}", temperature=1.0, top_k=top_k, top_p=None),
+            dict(name="top-p 0.9", temperature=1.0, top_k=None, top_p=0.9)]
+
+
+def sample_data(model, tokenizer, prompt, new_tokens, seed):
+    """Chapter 5: one seeded sample per decoding strategy, from the same prompt."""
+    idx = torch.tensor([tokenizer.encode(prompt)[-model.config.block_size:]])
+    samples = []
+    for s in sampling_strategies(tokenizer):
+        generator = torch.Generator().manual_seed(seed)
+        t0 = time.perf_counter()
+        out = model.generate(idx, new_tokens, s["temperature"], s["top_k"], s["top_p"], generator=generator)
+        seconds = time.perf_counter() - t0
+        new = out[0, idx.size(1):].tolist()
+        words = tokenizer.decode(new).split()
+        distinct = len(set(words)) / max(1, len(words))  # repetition shows as a low share
+        samples.append(dict(s, text=tokenizer.decode(new), tokens=len(new), distinct=distinct,
+                            tokens_per_sec=len(new) / max(seconds, 1e-9)))
+    return samples
+
+
+def kv_cache_data(sizes, device):
+    """Chapter 5: bench.py's own generation benchmark (KV cache vs none), quick-start shape:
+    from a 1-token prompt at the quick start's context, and after a long prompt in a longer one."""
+    rows = []
+    for block_size, prompt, new_tokens in ((None, 1, sizes["kv_new_tokens"]),
+                                           (sizes["kv_long_block"], sizes["kv_long_prompt"], sizes["kv_long_tokens"])):
+        cfg = bench.BenchConfig(mode="generate", preset="quickstart", block_size=block_size, prompt_tokens=prompt,
+                                max_new_tokens=new_tokens, repeats=sizes["kv_repeats"], device=device)
+        with contextlib.redirect_stdout(io.StringIO()):
+            result = bench.bench_generate(cfg, device, "float32")
+        rows.append({k: result[k] for k in ("params", "block_size", "prompt_tokens", "max_new_tokens",
+                                            "tokens_per_sec_kv_cache", "tokens_per_sec_no_cache", "speedup",
+                                            "same_tokens")})
+    return rows
+
+
+def perplexity_data(model, dataset_dir, tokenizer, max_tokens):
+    """Chapter 6: eval.perplexity on the validation split, next to what counting alone achieves:
+    uniform guessing, unigram and bigram frequencies (add-one smoothed) from the training split."""
+    val_arrays = prepare.load_split(dataset_dir, "val")
+    result = evaluate.perplexity(model, val_arrays, batch_size=8, max_tokens=max_tokens)
+    V = tokenizer.vocab_size
+    train_tokens = np.concatenate([np.asarray(a, dtype=np.int64) for a in prepare.load_split(dataset_dir, "train")])
+    val = np.asarray(val_arrays[0][:result["tokens"] + 1], dtype=np.int64)
+    unigram = np.bincount(train_tokens, minlength=V) + 1.0
+    unigram_loss = -np.log(unigram[val[1:]] / unigram.sum()).mean()
+    baselines = [dict(name="uniform: every token equally likely", loss=math.log(V)),
+                 dict(name="unigram: how often each token occurs", loss=float(unigram_loss))]
+    if V <= 4096:  # a V x V table of pair counts
+        pairs = np.bincount(train_tokens[:-1] * V + train_tokens[1:], minlength=V * V).reshape(V, V) + 1.0
+        bigram_loss = -np.log(pairs[val[:-1], val[1:]] / pairs[val[:-1]].sum(1)).mean()
+        baselines.append(dict(name="bigram: which token follows which", loss=float(bigram_loss)))
+    for b in baselines:
+        b["ppl"] = math.exp(b["loss"])
+    return dict(loss=result["loss"], ppl=result["ppl"], tokens=result["tokens"], baselines=baselines,
+                val_tokens=int(sum(len(a) for a in val_arrays)))
+
+
+def gpu_results(results_dir):
+    """Chapter 7: the recorded GPU runs. log.txt holds bench.py's JSON lines, each after the
+    '=== command' line that produced it; baby_* are config/train_shakespeare_char.py's run."""
+    results_dir = Path(results_dir)
+    if not results_dir.is_absolute() and not results_dir.is_dir():
+        results_dir = REPO_ROOT / results_dir  # the recorded runs ship with the repository
+    needed = ("log.txt", "baby_metrics.jsonl", "baby_train_evals.txt", "baby_samples.txt")
+    missing = [name for name in needed if not (results_dir / name).is_file()]
+    if missing:
+        raise GuideError(f"--results_dir={results_dir} lacks {', '.join(missing)}: point it at a folder "
+                         f"of recorded runs such as results/h200-2026-11-27")
+    log = (results_dir / "log.txt").read_text(encoding="utf-8")
+    benches, command = [], None
+    for line in log.splitlines():
+        if line.startswith("=== "):
+            command = re.sub(r"^timeout \d+ ", "", line[4:]).replace("python3", "python")
+        elif line.startswith("{"):
+            with contextlib.suppress(json.JSONDecodeError):
+                benches.append(dict(json.loads(line), command=command))
+    lines = log.splitlines()
+    date = lines[0].strip() if lines else ""
+    torch_line = next((l for l in lines if l.startswith("torch ")), "")
+    train_records, eval_records = read_metrics(results_dir / "baby_metrics.jsonl")
+    evals_text = (results_dir / "baby_train_evals.txt").read_text(encoding="utf-8")
+    params = re.search(r"model: ([\d.]+)M parameters", evals_text)
+    best = min(eval_records, key=lambda r: r["val_loss"])
+    step_ms = statistics.median(r["ms_per_iter"] for r in train_records if r["iter"] > 0)
+    samples_text = (results_dir / "baby_samples.txt").read_text(encoding="utf-8")
+    header, _, body = samples_text.partition("\n")
+    first_sample = re.split(r"\n?-{8,} sample", body)[0]
+    torch_version = re.match(r"torch (\S+)", torch_line)
+    return dict(folder=shown_path(results_dir), date=date,
+                torch=torch_version.group(1) if torch_version else "",
+                train_benches=[b for b in benches if b.get("mode") == "train"],
+                generate_benches=[b for b in benches if b.get("mode") == "generate"],
+                baby=dict(params_m=float(params.group(1)) if params else None,
+                          iters=eval_records[-1]["iter"], best_val=best["val_loss"], best_iter=best["iter"],
+                          best_train=best["train_loss"], final_val=eval_records[-1]["val_loss"],
+                          final_train=eval_records[-1]["train_loss"], first_val=eval_records[0]["val_loss"],
+                          step_ms=step_ms, train_minutes=step_ms * eval_records[-1]["iter"] / 60000,
+                          tokens_per_sec=statistics.median(r["tokens_per_sec"] for r in train_records if r["iter"] > 0),
+                          sample_header=header.strip(), sample=first_sample.strip("\n")),
+                _curves=dict(train=train_records, eval=eval_records))
+
+
+# --------------------------------------------------------------------------------------------
+# Figures (matplotlib, written as SVG so they stay sharp at any zoom)
+# --------------------------------------------------------------------------------------------
+
+class Figures:
+    """Draws each figure into build_dir/figures/NAME.svg. Widths are the page's text width
+    (6.7 in), so the fonts print at their real size when the PDF shows them at 100%."""
+
+    WIDTH = 6.7
+
+    def __init__(self, directory):
+        import matplotlib
+        matplotlib.use("Agg")  # files only, no window
+        import matplotlib.pyplot as plt
+
+        self.plt, self.directory = plt, Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        plt.rcParams.update({"font.size": 8.5, "axes.titlesize": 9, "axes.labelsize": 8.5,
+                             "legend.fontsize": 8, "axes.spines.top": False, "axes.spines.right": False,
+                             "svg.hashsalt": "guide", "svg.fonttype": "path"})
+
+    def save(self, figure, name):
+        figure.tight_layout()
+        figure.savefig(self.directory / f"{name}.svg", metadata={"Date": None})
+        self.plt.close(figure)
+
+    def weight_norm(self):
+        """Attention weights on a square-root colour scale: most are small, and a linear scale
+        would show them all as the same dark blue."""
+        from matplotlib.colors import PowerNorm
+
+        return PowerNorm(gamma=0.5, vmin=0.0, vmax=1.0)
+
+    def causal_mask(self, name):
+    
+        full = causal_mask(8, 0, "cpu").numpy()
+        cached = causal_mask(3, 5, "cpu").numpy()
+        figure, axes = self.plt.subplots(1, 2, figsize=(self.WIDTH, 2.9),
+                                         gridspec_kw={"width_ratios": [8, 8]})
+        for ax, mask, title, past in ((axes[0], full, "causal_mask(8, past=0)\ntraining, or a whole prompt", 0),
+                                      (axes[1], np.vstack([np.zeros((5, 8), bool), cached]),
+                                       "causal_mask(3, past=5)\n3 new tokens after 5 cached ones", 5)):
+            shown = mask.astype(float)
+            if past:
+                shown[:past] = np.nan
+            ax.imshow(shown, cmap="Blues", vmin=-0.3, vmax=1.2)
+            for i in range(mask.shape[0]):
+                for j in range(mask.shape[1]):
+                    if not (past and i < past):
+                        ax.text(j, i, "1" if mask[i, j] else "0", ha="center", va="center",
+                                fontsize=7, color="white" if mask[i, j] else "0.35")
+            ax.set_xticks(range(8))
+            ax.set_yticks(range(8))
+            ax.set_xlabel("key position j (what is looked at)")
+            ax.set_ylabel("query position i (who looks)")
+            ax.set_title(title)
+        self.save(figure, name)
+
+    def attention_grid(self, maps, name):
+
+        n_layer, n_head = len(maps), maps[0].size(0)
+        layers = sorted(set(np.linspace(0, n_layer - 1, min(n_layer, 4)).round().astype(int).tolist()))
+        heads = list(range(min(n_head, 6)))
+        cell = min(1.0, (self.WIDTH - 0.4) / len(heads))
+        width = cell * len(heads) + 0.4
+        figure, axes = self.plt.subplots(len(layers), len(heads), squeeze=False,
+                                         figsize=(width, cell * len(layers) + 0.3))
+        for r, layer in enumerate(layers):
+            for c, head in enumerate(heads):
+                ax = axes[r][c]
+                ax.imshow(maps[layer][head].numpy(), cmap="viridis", norm=self.weight_norm())
+                ax.set_xticks([])
+                ax.set_yticks([])
+                for side in ax.spines.values():
+                    side.set_visible(False)
+                if r == 0:
+                    ax.set_title(f"head {head + 1}", fontsize=8)
+                if c == 0:
+                    ax.set_ylabel(f"layer {layer + 1}", fontsize=8)
+        self.save(figure, name)
+        return dict(width=width / self.WIDTH, layers=[l + 1 for l in layers], heads=len(heads))
+
+    def attention_head(self, weights, labels, title, name):
+        figure, ax = self.plt.subplots(figsize=(self.WIDTH * 0.8, self.WIDTH * 0.62))
+        image = ax.imshow(weights.numpy(), cmap="viridis", norm=self.weight_norm())
+        ax.set_xticks(range(len(labels)), labels, fontsize=7)
+        ax.set_yticks(range(len(labels)), labels, fontsize=7)
+        ax.set_xlabel("key (earlier token)")
+        ax.set_ylabel("query (the token doing the looking)")
+        ax.set_title(title)
+        figure.colorbar(image, ax=ax, fraction=0.04, label="attention weight")
+        self.save(figure, name)
+
+    def init_depth(self, data, name):
+        figure, ax = self.plt.subplots(figsize=(self.WIDTH * 0.75, 2.5))
+        ax.plot(data["depths"], data["plain"], "o-", label="every Linear std 0.02")
+        ax.plot(data["depths"], data["scaled"], "s-", label="residual projections std 0.02/sqrt(2 n_layer)")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log", base=2)
+        ax.set_xticks(data["depths"], [str(d) for d in data["depths"]])
+        ax.set_xlabel("n_layer")
+        ax.set_ylabel("std of the residual stream")
+        ax.legend(frameon=False)
+        self.save(figure, name)
+
+    def lr_schedules(self, schedules, name):
+        figure, axes = self.plt.subplots(1, 2, figsize=(self.WIDTH, 2.4))
+        titles = {"quickstart": "quick start (train.py defaults)", "train_gpt2": "config/train_gpt2.py"}
+        for ax, (key, s) in zip(axes, schedules.items()):
+            ax.plot(s["steps"], s["lrs"], color="C0")
+            ax.axvline(s["warmup_iters"], color="0.6", lw=0.8, ls="--")
+            ax.set_title(titles[key])
+            ax.set_xlabel("iteration")
+            ax.set_ylabel("learning rate")
+            ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+        self.save(figure, name)
+
+    def loss_curves(self, runs, name):
+        figure, axes = self.plt.subplots(1, len(runs), figsize=(self.WIDTH, 2.6), squeeze=False)
+        for ax, run in zip(axes[0], runs):
+            train_records, eval_records = run["train"], run["eval"]
+            if train_records:
+                ax.plot([r["iter"] for r in train_records], [r["loss"] for r in train_records],
+                        color="0.7", lw=0.8, label="training batch")
+            ax.plot([r["iter"] for r in eval_records], [r["train_loss"] for r in eval_records], "o-",
+                    ms=3, color="C0", label="train split (eval)")
+            ax.plot([r["iter"] for r in eval_records], [r["val_loss"] for r in eval_records], "s-",
+                    ms=3, color="C3", label="val split (eval)")
+            if run.get("floor") is not None:
+                ax.axhline(run["floor"], color="0.3", lw=0.8, ls=":")
+            ax.set_title(run["title"])
+            ax.set_xlabel("iteration")
+            ax.set_ylabel("cross-entropy loss (nats)")
+            ax.legend(frameon=False)
+        self.save(figure, name)
+
+    def next_token(self, labels, probs, nucleus, name):
+
+        figure, ax = self.plt.subplots(figsize=(self.WIDTH, 2.4))
+        x = np.arange(len(labels))
+        for offset, (t, p) in zip((-0.27, 0, 0.27), probs.items()):
+            ax.bar(x + offset, p, width=0.27, label=f"temperature {t}")
+        ax.set_xticks(x, labels)
+        if nucleus < len(labels):  # top-p 0.9's cut falls among the tokens shown
+            ax.axvline(nucleus - 0.5, color="0.3", lw=0.8, ls="--")
+            ax.text(nucleus - 0.55, ax.get_ylim()[1] * 0.92, "top-p 0.9 keeps these", fontsize=7,
+                    ha="right", color="0.3")
+        ax.set_xlabel("the 12 likeliest next tokens (at temperature 1)")
+        ax.set_ylabel("probability")
+        ax.legend(frameon=False)
+        self.save(figure, name)
+
+
+# --------------------------------------------------------------------------------------------
+# 4. Typesetting
+# --------------------------------------------------------------------------------------------
+
+def typeset(build_dir, output, guide_dir=None):
+    """Copy the Typst sources next to data.json, listings.json and figures/, and compile."""
+    import typst
+
+    for path in Path(guide_dir or GUIDE_DIR).glob("*.typ"):
+        shutil.copy(path, build_dir / path.name)
+    try:
+        _, warnings = typst.compile_with_warnings(str(build_dir / MAIN_FILE), output=str(output),
+                                                  root=str(build_dir), ignore_system_fonts=True)
+    except typst.TypstError as e:
+        raise GuideError(f"typst could not compile {build_dir / MAIN_FILE}: {e}") from None
+    return [str(w) for w in warnings]
+
+
+def git_describe():
+    """The commit the guide was built from ('+ changes' when the work tree differs), or ''."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                                text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return commit + (" + local changes" if dirty else "")
+
+
+def build(cfg):
+    """Build the guide; returns a summary dict (output path, pages, seconds, warnings)."""
+    start = time.perf_counter()
+    log = lambda message: print(f"guide: {message}", file=sys.stderr, flush=True)
+    sizes = dict(FULL_SIZES, build_iters=cfg.build_iters)
+    if cfg.fast:
+        sizes.update(FAST_SIZES)
+    build_dir, output = Path(cfg.build_dir).resolve(), Path(cfg.output).resolve()  # relative to here, as train.py's out_dir
+
+    # 1. listings first: a renamed function fails here, before any training.
+    listings = collect_listings()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    figures_dir = build_dir / "figures"
+    shutil.rmtree(figures_dir, ignore_errors=True)
+    (build_dir / "listings.json").write_text(json.dumps(listings, indent=1), encoding="utf-8")
+
+    torch.set_num_threads(cfg.threads)
+    cfg = dataclasses.replace(cfg, device=common.pick_device(cfg.device))
+
+    timings = {}
+
+    def timed(name, function, *args):
+        t0 = time.perf_counter()
+        value = function(*args)
+        timings[name] = time.perf_counter() - t0
+        return value
+
+    # 2. the checkpoint
+    ckpt_dir, origin = timed("checkpoint", get_checkpoint, cfg, build_dir, sizes, log)
+    checkpoint = common.load_checkpoint(ckpt_dir / train.CHECKPOINT_NAME)
+    # The measurements run on the CPU, whatever trained the model: they are small.
+    model, tokenizer, _ = common.load_model("resume", str(ckpt_dir), "cpu")
+    run_config = checkpoint.get("config", {})
+    dataset = checkpoint["meta"].get("name", run_config.get("dataset", "shakespeare_char"))
+    with contextlib.redirect_stdout(io.StringIO()):
+        dataset_dir = prepare.ensure_dataset(dataset, run_config.get("data_dir"))
+    train_records, eval_records = read_metrics(ckpt_dir / train.METRICS_NAME)
+    source = f"{shown_path(ckpt_dir / train.CHECKPOINT_NAME)} (iteration {checkpoint['iter_num']}, dataset {dataset})"
+    log(f"figures from {source}")
+
+    # 3. measurements and figures
+    fig = Figures(figures_dir)
+    prompt = prompt_text(dataset_dir, tokenizer, 120)
+    defaults = train.TrainConfig()
+    quick_config = GPTConfig(block_size=defaults.block_size, vocab_size=65, n_layer=defaults.n_layer,
+                             n_head=defaults.n_head, n_embd=defaults.n_embd, bias=defaults.bias)
+    data = dict(
+        build=dict(command="python guide.py" + (f" --ckpt_dir={cfg.ckpt_dir}" if cfg.ckpt_dir else "")
+                   + (" --fast=True" if cfg.fast else ""),
+                   date=time.strftime("%Y-%m-%d"), commit=git_describe(), fast=cfg.fast,
+                   python=platform.python_version(), torch=torch.__version__, device=cfg.device,
+                   device_name=device_name(cfg.device),
+                   threads=cfg.threads, platform=platform.machine()),
+        run=dict(origin, source=source, ckpt_dir=shown_path(ckpt_dir), iter_num=checkpoint["iter_num"],
+                 best_val_loss=checkpoint["best_val_loss"], dataset=dataset, tokenizer=tokenizer.name,
+                 vocab_size=tokenizer.vocab_size, model_args=checkpoint["model_args"],
+                 params=model.get_num_params(non_embedding=False), config=run_config,
+                 tokens_per_iter=run_config.get("gradient_accumulation_steps", 1) * run_config.get("batch_size", 0)
+                 * run_config.get("block_size", 0),
+                 first_eval=eval_records[0] if eval_records else None,
+                 last_eval=eval_records[-1] if eval_records else None,
+                 expected_init_loss=math.log(tokenizer.vocab_size),
+                 step_ms=statistics.median(r["ms_per_iter"] for r in train_records[1:]) if len(train_records) > 1 else None),
+        quickstart=dataclasses.asdict(defaults),
+        sample_defaults=dataclasses.asdict(sample.SampleConfig()),
+        prompt=prompt,
+    )
+    data["tokens"] = timed("tokens", token_data)
+    timed("causal mask figure", fig.causal_mask, "causal_mask")
+    data["attention"] = timed("attention maps", attention_data, model, tokenizer, prompt, fig)
+    data["scale"] = timed("softmax scale", scale_data, sizes["scale_trials"], cfg.seed)
+    data["params"] = timed("parameter count", parameter_data, quick_config)
+    data["init"] = timed("init depth", init_depth_data, sizes["depths"], cfg.seed)
+    fig.init_depth(data["init"], "init_depth")
+    data["lr"] = timed("lr schedule", lr_data, fig)
+    data["accumulation"] = timed("accumulation", accumulation_data, cfg.seed)
+    data["next_token"] = timed("next token", next_token_data, model, tokenizer, prompt, fig)
+    data["samples"] = timed("samples", sample_data, model, tokenizer, prompt, sizes["sample_tokens"], cfg.seed)
+    data["kv_cache"] = timed("kv cache bench", kv_cache_data, sizes, cfg.device)
+    data["perplexity"] = timed("perplexity", perplexity_data, model, dataset_dir, tokenizer, sizes["ppl_tokens"])
+    data["perplexity"]["command"] = (f"python eval.py perplexity --out_dir={shown_path(ckpt_dir)} "
+                                     f"--dataset={dataset} --max_tokens={sizes['ppl_tokens']}")
+    gpu = timed("gpu results", gpu_results, cfg.results_dir)
+    curves = gpu.pop("_curves")
+    data["gpu"] = gpu
+    runs = []
+    if eval_records:
+        runs.append(dict(title={"build": f"this build's run ({checkpoint['iter_num']} iterations, CPU)",
+                                "quickstart": "the quick start (out/)"}.get(origin["kind"], source.split(" (")[0]),
+                         train=train_records, eval=eval_records, floor=None))
+    runs.append(dict(title="the baby GPT (H200)", floor=None, **curves))
+    timed("loss curves", fig.loss_curves, runs, "loss_curves")
+    data["has_run_curve"] = bool(eval_records)
+
+    # 4. typeset
+    data["timings"] = {k: round(v, 2) for k, v in timings.items()}
+    data["build_seconds_before_typesetting"] = time.perf_counter() - start
+    (build_dir / "data.json").write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
+    warnings = typeset(build_dir, output)
+    seconds = time.perf_counter() - start
+    pages = pdf_pages(output)
+    log(f"wrote {output} ({pages} pages) in {seconds:.1f} s" + (f"; typst warnings: {warnings}" if warnings else ""))
+    return dict(output=str(output), pages=pages, seconds=seconds, warnings=warnings, build_dir=str(build_dir),
+                listings=len(listings), timings=timings)
+
+
+def device_name(device):
+    """'CPU', or the GPU's name, for the text."""
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return device.upper()
+
+
+def pdf_pages(path):
+    """Page count of a PDF, read from its page tree (no PDF library needed)."""
+    counts = re.findall(rb"/Type\s*/Pages\b[^>]*?/Count\s+(\d+)", Path(path).read_bytes())
+    return max((int(c) for c in counts), default=0)
+
+
+def main(argv=None):
+    """Parse --key=value options (see GuideConfig) and build; returns build()'s summary."""
+    cfg = common.parse_config(GuideConfig(), sys.argv[1:] if argv is None else argv)
+    if cfg.build_iters < 1 or cfg.threads < 1:
+        raise common.ConfigError("build_iters and threads must be at least 1")
+    return build(cfg)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (GuideError, common.ConfigError, common.CheckpointError, FileNotFoundError) as e:
+        # Expected problems get one clear line; anything else keeps its traceback.
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)

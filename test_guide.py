@@ -1,0 +1,220 @@
+"""
+The guide (guide.py + guide/*.typ) builds, has its chapters, and its listings are the source.
+
+One fast build (a tiny training run) is shared by the tests that read its output. The listing
+tests compare two paths that must agree: the text guide.py cut out with `ast` against what
+`inspect.getsource` says today, and that text against what pdftotext reads from the PDF.
+"""
+
+import importlib
+import inspect
+import json
+import re
+import shutil
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import guide
+
+CHAPTERS = ["Tokens", "Attention", "The block and the model", "Training", "Generation",
+            "Evaluation", "Results", "Limitations and future work"]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """One fast build: (summary, build folder, PDF path, data.json as a dict)."""
+    out = tmp_path_factory.mktemp("guide")
+    summary = guide.main(["--fast=True", f"--build_dir={out / 'build'}", f"--output={out / 'guide.pdf'}"])
+    data = json.loads((out / "build" / "data.json").read_text(encoding="utf-8"))
+    return summary, out / "build", out / "guide.pdf", data
+
+
+def pdf_text(path):
+    if shutil.which("pdftotext") is None:
+        pytest.skip("pdftotext (poppler-utils) is not installed")
+    # -layout keeps each printed line whole (a code line and its comment stay together)
+    return subprocess.run(["pdftotext", "-layout", str(path), "-"], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def chapter_titles(build_dir):
+    """The level-1 headings of the built document, asked of typst itself."""
+    import typst
+
+    headings = json.loads(typst.query(str(build_dir / guide.MAIN_FILE), "heading.where(level: 1)",
+                                      root=str(build_dir), ignore_system_fonts=True))
+    return [heading_text(h["body"]) for h in headings if h.get("numbering")]
+
+
+def heading_text(body):
+    if isinstance(body, str):
+        return body
+    if "text" in body:
+        return body["text"]
+    if "children" in body:
+        return "".join(heading_text(child) for child in body["children"])
+    return " " if body.get("func") == "space" else ""
+
+
+def test_the_guide_builds_with_every_chapter_in_order(built):
+    summary, build_dir, pdf, _ = built
+    assert pdf.is_file() and pdf.read_bytes().startswith(b"%PDF")
+    assert summary["pages"] >= 25
+    assert summary["warnings"] == []  # e.g. a missing glyph or font would show up here
+    titles = chapter_titles(build_dir)
+    assert len(titles) == len(CHAPTERS)
+    for title, expected in zip(titles, CHAPTERS):
+        assert title.startswith(expected), titles
+
+
+def test_every_listing_is_the_current_source(built):
+    _, build_dir, _, _ = built
+    listings = json.loads((build_dir / "listings.json").read_text(encoding="utf-8"))
+    for spec in ("model.py:CausalSelfAttention", "train.py:get_lr", "train.py:train_step",
+                 "model.py:sample_next_token", "model.py:KVCache", "model.py:Block",
+                 "model.py:GPT.init_weights", "model.py:GPT.generate_tokens", "eval.py:score_items"):
+        assert spec in listings, f"the guide no longer lists {spec}"
+    for spec, listing in listings.items():
+        file_name, _, symbol = spec.partition(":")
+        if symbol:  # an independent path to the same text: the live object's source
+            obj = importlib.import_module(Path(file_name).stem)
+            for part in symbol.split("."):
+                obj = getattr(obj, part)
+            expected = textwrap.dedent(inspect.getsource(obj))
+        else:
+            expected = (guide.REPO_ROOT / file_name).read_text(encoding="utf-8")
+        assert listing["text"] == expected, f"listing {spec} differs from the source"
+        # ... and the line numbers printed above it point at that text in the file
+        lines = (guide.REPO_ROOT / file_name).read_text(encoding="utf-8").splitlines()
+        assert textwrap.dedent("\n".join(lines[listing["start"] - 1:listing["end"]]) + "\n") == expected
+
+
+def find_listing_in_pdf(listing_text, pdf_lines):
+    """True if every non-blank line of the listing appears in the PDF's text in order, each as
+    one or more consecutive lines there (a page break may put a header and footer between two
+    listing lines). Whitespace is ignored: PDF text extraction does not keep indentation."""
+    wanted = [re.sub(r"\s+", "", line) for line in listing_text.splitlines()]
+    wanted = [line for line in wanted if line]
+    lines = [re.sub(r"\s+", "", line) for line in pdf_lines]
+
+    def match_from(i, k):  # listing line k starts at PDF line i: consume PDF lines until it is whole
+        text = ""
+        while i < len(lines) and len(text) < len(wanted[k]):
+            text += lines[i]
+            i += 1
+        return i if text == wanted[k] else None
+
+    for first in (i for i, line in enumerate(lines) if line and wanted[0].startswith(line)):
+        i, k = match_from(first, 0), 1
+        while i is not None and k < len(wanted):
+            for skip in range(10):  # blank lines, or a page's footer and the next one's header
+                nxt = match_from(i + skip, k) if i + skip < len(lines) else None
+                if nxt is not None:
+                    i, k = nxt, k + 1
+                    break
+            else:
+                i = None
+        if i is not None:
+            return True
+    return False
+
+
+def test_the_listings_in_the_pdf_are_the_source_text(built):
+    _, build_dir, pdf, _ = built
+    pdf_lines = pdf_text(pdf).splitlines()
+    listings = json.loads((build_dir / "listings.json").read_text(encoding="utf-8"))
+    missing = [spec for spec, listing in listings.items() if not find_listing_in_pdf(listing["text"], pdf_lines)]
+    assert not missing, f"these listings are not in the PDF as they are in the source: {missing}"
+
+
+def test_the_pdf_check_notices_a_changed_line(built):
+    _, build_dir, pdf, _ = built
+    pdf_lines = pdf_text(pdf).splitlines()
+    text = json.loads((build_dir / "listings.json").read_text(encoding="utf-8"))["train.py:get_lr"]["text"]
+    assert find_listing_in_pdf(text, pdf_lines)
+    assert not find_listing_in_pdf(text.replace("min_lr", "minimum_lr"), pdf_lines)
+    assert not find_listing_in_pdf(text.replace("def get_lr", "def learning_rate"), pdf_lines)
+
+
+def copy_sources(tmp_path):
+    root = tmp_path / "repo"
+    root.mkdir()
+    for path in guide.REPO_ROOT.glob("*.py"):
+        shutil.copy(path, root / path.name)
+    shutil.copytree(guide.REPO_ROOT / "config", root / "config")
+    return root
+
+
+@pytest.mark.parametrize("file_name, old, new, spec", [
+    ("model.py", "def sample_next_token(", "def pick_next_token(", "model.py:sample_next_token"),
+    ("model.py", "    def init_weights(self):", "    def initialise(self):", "model.py:GPT.init_weights"),
+    ("train.py", "def get_lr(", "def learning_rate_at(", "train.py:get_lr"),
+])
+def test_a_renamed_symbol_fails_the_build_naming_it(tmp_path, monkeypatch, file_name, old, new, spec):
+    root = copy_sources(tmp_path)
+    source = (root / file_name).read_text(encoding="utf-8")
+    assert old in source
+    (root / file_name).write_text(source.replace(old, new), encoding="utf-8")
+    monkeypatch.setattr(guide, "REPO_ROOT", root)  # the build reads the listings from this copy
+    with pytest.raises(guide.GuideError, match=re.escape(spec)):
+        guide.main(["--fast=True", f"--build_dir={tmp_path / 'build'}", f"--output={tmp_path / 'guide.pdf'}"])
+    assert not (tmp_path / "guide.pdf").exists()
+    assert not (tmp_path / "build" / "run").exists()  # it failed before training anything
+
+
+def test_a_listing_of_something_that_does_not_exist_is_an_error(tmp_path):
+    chapters = tmp_path / "guide"
+    shutil.copytree(guide.GUIDE_DIR, chapters)
+    (chapters / "99-extra.typ").write_text('#listing("model.py:NoSuchClass")\n#listing("nosuchfile.py:f")\n')
+    with pytest.raises(guide.GuideError) as error:
+        guide.collect_listings(chapters)
+    assert "model.py:NoSuchClass" in str(error.value) and "nosuchfile.py" in str(error.value)
+
+
+def test_textbook_attention_gives_the_models_output():
+    import torch
+    from model import CausalSelfAttention, GPTConfig, causal_mask
+
+    torch.manual_seed(0)
+    for use_sdpa in (True, False):
+        attn = CausalSelfAttention(GPTConfig(n_embd=48, n_head=4, block_size=16, use_sdpa=use_sdpa)).eval()
+        x = torch.randn(1, 11, 48)
+        ours, weights = guide.multi_head_attention(x[0], x[0], x[0], causal_mask(11, 0, "cpu"),
+                                                   *guide.textbook_weights(attn), 4)
+        with torch.no_grad():
+            torch.testing.assert_close(ours, attn(x)[0], atol=1e-5, rtol=1e-5)
+        assert torch.all(weights.triu(1) == 0)  # nothing attends to the future
+        torch.testing.assert_close(weights.sum(-1), torch.ones(4, 11))
+
+
+def test_the_numbers_in_the_pdf_come_from_the_run(built):
+    _, build_dir, pdf, data = built
+    text = pdf_text(pdf)
+    metrics = [json.loads(line) for line in (build_dir / "run" / "metrics.jsonl").read_text().splitlines()]
+    last_eval = [m for m in metrics if m["event"] == "eval"][-1]
+    assert data["run"]["kind"] == "build" and data["run"]["iter_num"] == last_eval["iter"]
+    assert f"{last_eval['val_loss']:.3f}" in text  # the results table
+    assert f"{data['perplexity']['loss']:.3f}" in text
+    assert data["attention"]["max_difference"] < 1e-4  # the textbook form agrees with the model
+    assert data["accumulation"]["max_difference"] < 1e-5  # 4 micro-batches = one batch of 12
+    assert data["params"]["total"] == data["params"]["formula_total"] == 124_439_808
+    assert all(s["text"] for s in data["samples"])
+    assert all(r["same_tokens"] for r in data["kv_cache"])
+
+
+def test_a_given_checkpoint_is_used_instead_of_training(built, tmp_path):
+    _, build_dir, _, _ = built
+    summary = guide.main(["--fast=True", f"--ckpt_dir={build_dir / 'run'}", f"--build_dir={tmp_path / 'build'}",
+                          f"--output={tmp_path / 'guide.pdf'}"])
+    data = json.loads((tmp_path / "build" / "data.json").read_text(encoding="utf-8"))
+    assert data["run"]["kind"] == "checkpoint" and summary["pages"] >= 25
+    assert not (tmp_path / "build" / "run").exists()  # nothing was trained
+
+
+def test_a_missing_checkpoint_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(guide.GuideError, match="ckpt.pt"):
+        guide.main([f"--ckpt_dir={tmp_path / 'nothing'}", f"--build_dir={tmp_path / 'build'}",
+                    f"--output={tmp_path / 'guide.pdf'}"])
