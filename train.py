@@ -59,10 +59,13 @@ from model import GPT, GPTConfig, HUB_MODELS
 
 @dataclass
 class TrainConfig:
-    # Defaults: the CPU quick start (a few minutes on a laptop). Names follow nanoGPT's train.py.
+    # Defaults: the CPU quick start, about two minutes on two laptop cores, reaching a val loss
+    # of ~1.69 on character-level Shakespeare (nanoGPT's 4-layer CPU recipe: 1.89 in the same time).
+    # On a CPU the budget is arithmetic: a 1-layer model sees 3.7M characters in two minutes and
+    # beats a 4-layer one that sees a third of that. Names follow nanoGPT's train.py.
     # --- output, evaluation, checkpoints ---
     out_dir: str = "out"  # ckpt.pt and metrics.jsonl go here
-    eval_interval: int = 250  # evaluate (and checkpoint) every this many iterations, and at the end
+    eval_interval: int = 500  # evaluate (and checkpoint) every this many iterations, and at the end
     eval_iters: int = 20  # batches per split in one evaluation: more = less noisy, slower
     log_interval: int = 10  # print and log the training loss every this many iterations
     eval_only: bool = False  # evaluate once (the resumed checkpoint or GPT-2) and exit
@@ -70,37 +73,37 @@ class TrainConfig:
     init_from: str = "scratch"  # 'scratch', 'resume' (out_dir/ckpt.pt), or 'gpt2', 'gpt2-medium', ...
     overwrite: bool = False  # let a new run replace the checkpoint already in out_dir
     # --- Weights & Biases (optional, `pip install wandb`) ---
-    wandb_log: bool = False
+    wandb_log: bool = False  # log metrics to Weights & Biases
     wandb_project: str = "gpt-from-scratch"
     wandb_run_name: str = "run"
     # --- data ---
     dataset: str = "shakespeare_char"  # the folder data/<dataset>/ that prepare.py writes
     data_dir: Optional[str] = None  # folder holding the datasets; None = data/ next to prepare.py
     gradient_accumulation_steps: int = 1  # micro-steps per optimizer step, counted over all GPUs
-    batch_size: int = 12  # sequences per micro-step, per GPU
+    batch_size: int = 24  # sequences per micro-step, per GPU
     block_size: int = 64  # context length: tokens per sequence
     # --- model (scratch only: resume and gpt2* bring their own shape; dropout always applies) ---
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    dropout: float = 0.0
-    bias: bool = True
+    n_layer: int = 1  # the CPU quick start; config/train_shakespeare_char.py has the 6-layer GPU model
+    n_head: int = 4  # 4 heads of 32 dimensions
+    n_embd: int = 128  # width of the residual stream
+    dropout: float = 0.0  # no regularisation needed: two minutes of training cannot overfit
+    bias: bool = False  # biases in Linear/LayerNorm: GPT-2 has them; without is slightly faster
     # --- AdamW and the learning-rate schedule ---
-    learning_rate: float = 1e-3  # the peak, reached after warmup
-    max_iters: int = 2000  # optimizer steps in total
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.99  # 0.99 suits small batches (few tokens per step); GPT-2 runs use 0.95
+    learning_rate: float = 6e-3  # the peak, reached after warmup
+    max_iters: int = 2400  # optimizer steps in total
+    weight_decay: float = 0.1  # AdamW decay, on matrices only
+    beta1: float = 0.9  # AdamW momentum
+    beta2: float = 0.95  # AdamW second-moment decay, as for GPT-2; small-batch recipes often use 0.99
     grad_clip: float = 1.0  # clip the global gradient norm to this; 0 = no clipping
     decay_lr: bool = True  # False: constant learning_rate
-    warmup_iters: int = 100
+    warmup_iters: int = 100  # linear warmup steps before the cosine
     lr_decay_iters: Optional[int] = None  # cosine ends here; None = max_iters
     min_lr: Optional[float] = None  # the floor of the cosine; None = learning_rate / 10
     # --- system ---
     device: str = "auto"  # 'auto' = cuda, then mps, then cpu; or e.g. 'cpu', 'cuda:1'
     dtype: str = "auto"  # 'auto' = bfloat16 on recent GPUs, float16 on older ones, float32 on CPU
     compile: bool = False  # torch.compile the model: faster steps on GPU after a minute of compiling
-    seed: int = 1337
+    seed: int = 1337  # model init, dropout and the data order all follow from it
 
 
 INIT_FROM_CHOICES = ("scratch", "resume", *HUB_MODELS)
