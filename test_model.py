@@ -172,6 +172,31 @@ def test_kv_cache_generation_equals_no_cache_reference(prompt_len, new):
     assert torch.equal(with_cache, without)
 
 
+def test_last_only_logits_equal_the_last_row_of_the_full_logits():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**TINY)).eval()
+    idx = torch.randint(0, 65, (2, 17))
+    with torch.no_grad():
+        full, _ = model(idx)
+        last, _ = model(idx, last_only=True)
+    assert last.shape == (2, 1, 65)
+    assert torch.allclose(last, full[:, -1:], atol=1e-6)
+    with pytest.raises(ValueError, match="last_only"):
+        model(idx, targets=idx, last_only=True)
+
+
+def test_generated_tokens_can_be_trained_on():
+    # Generation runs under inference_mode, whose tensors autograd refuses; the caller must get
+    # ordinary tensors back (e.g. to finetune on the model's own samples).
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**TINY))
+    out = model.generate(torch.zeros(1, 1, dtype=torch.long), 20)
+    assert not out.is_inference()
+    _, loss = model(out[:, :-1], out[:, 1:])
+    loss.backward()
+    assert model.lm_head.weight.grad is not None
+
+
 def test_sampled_generation_is_reproducible_with_and_without_cache():
     torch.manual_seed(0)
     model = GPT(GPTConfig(**TINY)).eval()

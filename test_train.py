@@ -7,6 +7,7 @@ processes vs one process. Runs go through train.main(argv) in-process; only what
 process to die (SIGKILL) or several processes (torchrun) uses subprocesses.
 """
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -549,3 +550,18 @@ def test_importing_train_has_no_side_effects(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout == "" and result.stderr == ""
     assert list(tmp_path.iterdir()) == []
+
+
+def test_readme_option_table_matches_train_config():
+    # The README's table of train.py options is what users read; it must not drift from the code.
+    import ast
+    rows = {}
+    readme = (Path(__file__).parent / "README.md").read_text(encoding="utf-8")
+    for line in readme.splitlines():
+        parts = [p.strip() for p in line.strip().strip("|").split("|")]
+        if len(parts) == 3 and parts[0].startswith("`") and parts[1].startswith("`"):
+            rows[parts[0].strip("`")] = ast.literal_eval(parts[1].strip("`"))
+    defaults = {f.name: f.default for f in dataclasses.fields(train.TrainConfig)}
+    assert set(defaults) <= set(rows), f"options missing from the README: {set(defaults) - set(rows)}"
+    for name, default in defaults.items():
+        assert rows[name] == default, f"README says {name}={rows[name]!r}, train.py has {default!r}"

@@ -59,9 +59,9 @@ from model import GPT, GPTConfig, HUB_MODELS
 
 @dataclass
 class TrainConfig:
-    # Defaults: the CPU quick start, about two minutes on two laptop cores, reaching a val loss
+    # Defaults: the CPU quick start, under two minutes on two laptop cores, reaching a val loss
     # of ~1.69 on character-level Shakespeare (nanoGPT's 4-layer CPU recipe: 1.89 in the same time).
-    # On a CPU the budget is arithmetic: a 1-layer model sees 3.7M characters in two minutes and
+    # On a CPU the budget is arithmetic: a 1-layer model sees 3.4M characters in that time and
     # beats a 4-layer one that sees a third of that. Names follow nanoGPT's train.py.
     # --- output, evaluation, checkpoints ---
     out_dir: str = "out"  # ckpt.pt and metrics.jsonl go here
@@ -89,8 +89,8 @@ class TrainConfig:
     dropout: float = 0.0  # no regularisation needed: two minutes of training cannot overfit
     bias: bool = False  # biases in Linear/LayerNorm: GPT-2 has them; without is slightly faster
     # --- AdamW and the learning-rate schedule ---
-    learning_rate: float = 6e-3  # the peak, reached after warmup
-    max_iters: int = 2400  # optimizer steps in total
+    learning_rate: float = 8e-3  # the peak, reached after warmup
+    max_iters: int = 2200  # optimizer steps in total
     weight_decay: float = 0.1  # AdamW decay, on matrices only
     beta1: float = 0.9  # AdamW momentum
     beta2: float = 0.95  # AdamW second-moment decay, as for GPT-2; small-batch recipes often use 0.99
@@ -323,8 +323,10 @@ def configure_optimizer(model, weight_decay, learning_rate, betas, device):
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    # The fused CUDA kernel updates all parameters in one launch instead of several per tensor.
-    fused = device.startswith("cuda") and "fused" in inspect.signature(torch.optim.AdamW).parameters
+    # The fused kernel updates every parameter in one pass instead of a dozen small operations
+    # per tensor: one launch on a GPU, and on a CPU ~1.5 ms less per step for the quick-start
+    # model (PyTorch >= 2.4 has it for both; MPS and others keep the default implementation).
+    fused = device.split(":")[0] in ("cuda", "cpu") and "fused" in inspect.signature(torch.optim.AdamW).parameters
     extra = {"fused": True} if fused else {}
     return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **extra)
 

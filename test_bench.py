@@ -1,0 +1,79 @@
+"""bench.py: it must time train.py's real step, report the figures it promises, and refuse bad input."""
+
+import json
+
+import pytest
+import torch
+
+import bench
+import common
+import train
+
+# A model small enough that a benchmark run takes a fraction of a second.
+TINY = ["--preset=quickstart", "--n_layer=1", "--n_embd=32", "--n_head=2", "--block_size=16",
+        "--batch_size=2", "--device=cpu"]
+
+
+def test_train_mode_times_train_py_own_step(monkeypatch, capsys):
+    calls = []
+
+    def counting_step(*args, **kwargs):
+        calls.append(1)
+        return train.train_step(*args, **kwargs)
+
+    # bench.py must call train.train_step (the step train.py runs), not a copy of it.
+    monkeypatch.setattr(bench, "train_step", counting_step)
+    result = bench.main(TINY + ["--warmup_iters=2", "--iters=3", "--json=True"])
+    assert len(calls) == 2 + 3
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["tokens_per_sec"] == pytest.approx(result["tokens_per_sec"])
+    assert printed["tokens_per_sec"] == pytest.approx(2 * 16 / (printed["ms_per_step"] / 1000))
+    assert "mfu" not in printed  # no meaningful peak FLOP/s on a CPU
+
+
+def test_train_mode_with_accumulation_counts_all_micro_steps(monkeypatch):
+    batches = []
+    real = bench.train_step
+
+    def spy(model, optimizer, get_batch, *args, **kwargs):
+        def counted():
+            batches.append(1)
+            return get_batch()
+        return real(model, optimizer, counted, *args, **kwargs)
+
+    monkeypatch.setattr(bench, "train_step", spy)
+    result = bench.main(TINY + ["--warmup_iters=0", "--iters=2", "--gradient_accumulation_steps=3"])
+    assert len(batches) == 2 * 3
+    assert result["tokens_per_sec"] == pytest.approx(3 * 2 * 16 / (result["ms_per_step"] / 1000))
+
+
+def test_generate_mode_reports_both_paths_and_checks_they_agree(capsys):
+    # 40 new tokens on a 16-token window: the window moves, and the cache is rebuilt, twice.
+    result = bench.main(TINY + ["--mode=generate", "--max_new_tokens=40", "--repeats=2", "--json=True"])
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for key in ("tokens_per_sec_kv_cache", "tokens_per_sec_no_cache", "speedup"):
+        assert printed[key] > 0
+    assert printed["same_tokens"] is True
+    assert result["block_size"] == 16 and result["max_new_tokens"] == 40
+
+
+def test_profile_writes_a_chrome_trace(tmp_path):
+    path = tmp_path / "trace.json"
+    bench.main(TINY + ["--warmup_iters=1", "--iters=1", "--profile=True", f"--trace_path={path}"])
+    trace = json.loads(path.read_text())
+    names = {event.get("name", "") for event in trace["traceEvents"]}
+    assert any("addmm" in n or "mm" in n for n in names)  # the matmuls of the step are in it
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--mode=decode"], "mode='decode'"),
+    (["--preset=gpt5"], "preset='gpt5'"),
+    (["--repeats=0", "--mode=generate"], "repeats must be at least 1"),
+    (["--iters=0"], "iters must be at least 1"),
+    (["--attention_backend=fastest"], "attention_backend='fastest'"),
+])
+def test_bad_options_are_named(args, message):
+    with pytest.raises(common.ConfigError, match=message.replace("(", r"\(")):
+        bench.main(TINY + args)
+    # force_attention_backend must not have switched anything off on the way
+    assert torch.backends.cuda.math_sdp_enabled()
