@@ -4,6 +4,7 @@ How fast does this code train and generate on your hardware?
     python bench.py                                  # training step, GPT-2 124M shape (on a GPU)
     python bench.py --preset=quickstart              # training step, the CPU quick-start model
     python bench.py --mode=generate --preset=quickstart   # generation: KV cache vs no cache
+    python bench.py --mode=generate --preset=baby    # ... for the 6-layer baby GPT, context 256
     python bench.py --batch_size=32 --compile=True --json=True
     python bench.py --profile=True                   # also write a torch.profiler trace
 
@@ -41,6 +42,8 @@ PRESETS = {
     "gpt2": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257),
     "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024, block_size=1024, vocab_size=50257),
     "quickstart": None,  # filled from train.TrainConfig's defaults below
+    # config/train_shakespeare_char.py: the GPU "baby GPT", nanoGPT's quick-start model
+    "baby": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, vocab_size=65, bias=False),
 }
 
 
@@ -192,10 +195,15 @@ def bench_generate(cfg, device, dtype):
     result["same_tokens"] = bool(torch.equal(outputs[True], outputs[False]))
     print(f"generate {cfg.max_new_tokens} tokens ({result['params'] / 1e6:.1f}M parameters, "
           f"context {config.block_size}) on {result['device']}: "
-          f"KV cache {result['tokens_per_sec_kv_cache']:,.0f} tokens/s, "
-          f"no cache {result['tokens_per_sec_no_cache']:,.0f} tokens/s, "
+          f"KV cache {rate(result['tokens_per_sec_kv_cache'])} tokens/s, "
+          f"no cache {rate(result['tokens_per_sec_no_cache'])} tokens/s, "
           f"speed-up {result['speedup']:.1f}x, identical tokens: {result['same_tokens']}")
     return result
+
+
+def rate(tokens_per_sec):
+    """1,234 or 1.8: whole numbers unless the figure is small."""
+    return f"{tokens_per_sec:,.0f}" if tokens_per_sec >= 10 else f"{tokens_per_sec:.1f}"
 
 
 def force_attention_backend(name):

@@ -1,6 +1,7 @@
 """bench.py: it must time train.py's real step, report the figures it promises, and refuse bad input."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -77,3 +78,10 @@ def test_bad_options_are_named(args, message):
         bench.main(TINY + args)
     # force_attention_backend must not have switched anything off on the way
     assert torch.backends.cuda.math_sdp_enabled()
+
+
+def test_baby_preset_is_the_shape_of_the_baby_gpt_config():
+    cfg = common.parse_config(train.TrainConfig(), [str(Path(__file__).parent / "config" / "train_shakespeare_char.py")])
+    shape = bench.model_config(bench.BenchConfig(preset="baby"), "cpu")
+    for key in ("n_layer", "n_head", "n_embd", "block_size", "bias"):
+        assert getattr(shape, key) == getattr(cfg, key), key
