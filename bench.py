@@ -35,15 +35,16 @@ import torch
 
 import common
 from model import GPT, GPTConfig
-from train import BatchLoader, configure_optimizer, train_step
+from train import BatchLoader, TrainConfig, configure_optimizer, train_step
 
-# Model shapes to benchmark. "quickstart" is train.py's default (CPU) model on characters.
+# Model shapes to benchmark. The character-level ones are read from train.py's own settings,
+# so they follow the recipes when those change: "quickstart" is train.py's default (CPU) model,
+# "baby" is config/train_shakespeare_char.py's GPU "baby GPT" (nanoGPT's quick-start model).
 PRESETS = {
     "gpt2": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257),
     "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024, block_size=1024, vocab_size=50257),
-    "quickstart": None,  # filled from train.TrainConfig's defaults below
-    # config/train_shakespeare_char.py: the GPU "baby GPT", nanoGPT's quick-start model
-    "baby": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, vocab_size=65, bias=False),
+    "quickstart": [],  # train.py's arguments for this recipe: none
+    "baby": [str(Path(__file__).resolve().parent / "config" / "train_shakespeare_char.py")],
 }
 
 
@@ -74,12 +75,16 @@ class BenchConfig:
     json: bool = False  # print one JSON object with every figure at the end
 
 
-def model_config(cfg, device):
+def recipe(preset):
+    """The TrainConfig of a character-level preset (a list of train.py arguments in PRESETS)."""
+    return common.parse_config(TrainConfig(), PRESETS[preset])
+
+
+def model_config(cfg):
     if cfg.preset not in PRESETS:
         raise common.ConfigError(f"preset={cfg.preset!r} is not one of {', '.join(PRESETS)}")
-    if cfg.preset == "quickstart":
-        from train import TrainConfig
-        t = TrainConfig()
+    if isinstance(PRESETS[cfg.preset], list):
+        t = recipe(cfg.preset)
         shape = dict(n_layer=t.n_layer, n_head=t.n_head, n_embd=t.n_embd, block_size=t.block_size,
                      vocab_size=65, dropout=t.dropout, bias=t.bias)  # 65 = tiny Shakespeare's characters
     else:
@@ -94,14 +99,13 @@ def default_batch_size(cfg, device):
     if cfg.batch_size is not None:
         return cfg.batch_size
     if cfg.preset == "quickstart":
-        from train import TrainConfig
         return TrainConfig().batch_size
     return 16 if device.startswith("cuda") else 4
 
 
 def bench_train(cfg, device, dtype):
     torch.manual_seed(cfg.seed)
-    config = model_config(cfg, device)
+    config = model_config(cfg)
     batch_size = default_batch_size(cfg, device)
     model = GPT(config).to(device)
     optimizer = configure_optimizer(model, 0.1, 6e-4, (0.9, 0.95), device)
@@ -166,7 +170,7 @@ def bench_train(cfg, device, dtype):
 
 def bench_generate(cfg, device, dtype):
     torch.manual_seed(cfg.seed)
-    config = model_config(cfg, device)
+    config = model_config(cfg)
     model = GPT(config).to(device).eval()
     ctx = common.autocast(device, dtype)
     prompt = torch.randint(config.vocab_size, (1, cfg.prompt_tokens), device=device)

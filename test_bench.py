@@ -82,6 +82,6 @@ def test_bad_options_are_named(args, message):
 
 def test_baby_preset_is_the_shape_of_the_baby_gpt_config():
     cfg = common.parse_config(train.TrainConfig(), [str(Path(__file__).parent / "config" / "train_shakespeare_char.py")])
-    shape = bench.model_config(bench.BenchConfig(preset="baby"), "cpu")
+    shape = bench.model_config(bench.BenchConfig(preset="baby"))
     for key in ("n_layer", "n_head", "n_embd", "block_size", "bias"):
         assert getattr(shape, key) == getattr(cfg, key), key
