@@ -19,10 +19,11 @@ ending is. `acc` picks the ending with the lowest total loss; `acc_norm` the low
 token, which removes the bias towards short endings. Random guessing scores 0.25.
 """
 
+import contextlib
 import dataclasses
-import os
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -84,7 +85,7 @@ def perplexity(model, arrays, batch_size=8, max_tokens=None, device="cpu", ctx=N
         for j, r in enumerate(rows):
             batch[j, :len(r)] = r
         x, y = batch[:, :-1].clamp(min=0).to(device), batch[:, 1:].to(device)
-        with ctx or torch.no_grad():
+        with ctx or contextlib.nullcontext():  # no_grad is already on
             logits, _ = model(x)
         loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1),
                                ignore_index=-1, reduction="sum")
@@ -172,7 +173,7 @@ def score_items(model, items, tokenizer, device="cpu", ctx=None):
         tokens[i, :len(r)] = torch.tensor(r)
         mask[i, :len(m)] = torch.tensor(m, dtype=torch.float)
     tokens, mask = tokens.to(device), mask.to(device)
-    with ctx or torch.no_grad():
+    with ctx or contextlib.nullcontext():  # no_grad is already on
         logits, _ = model(tokens)
     # Position t predicts token t+1: compare logits[:, :-1] with tokens[:, 1:].
     losses = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.size(-1)),

@@ -880,9 +880,7 @@ def build(cfg):
 
 def device_name(device):
     """'CPU', or the GPU's name, for the text."""
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(torch.device(device))
-    return device.upper()
+    return bench.device_name(device) if device.startswith("cuda") else device.upper()
 
 
 def pdf_pages(path):

@@ -7,6 +7,7 @@ processes vs one process. Runs go through train.main(argv) in-process; only what
 process to die (SIGKILL) or several processes (torchrun) uses subprocesses.
 """
 
+import ast
 import dataclasses
 import hashlib
 import json
@@ -554,7 +555,6 @@ def test_importing_train_has_no_side_effects(tmp_path):
 
 def test_readme_option_table_matches_train_config():
     # The README's table of train.py options is what users read; it must not drift from the code.
-    import ast
     rows = {}
     readme = (Path(__file__).parent / "README.md").read_text(encoding="utf-8")
     for line in readme.splitlines():
