@@ -262,4 +262,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(common.run_command(main, (common.ConfigError, FileNotFoundError, ValueError)))

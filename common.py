@@ -15,6 +15,8 @@ Three things live here, because every script needs them and copies would drift a
    file where the last good one was) and `load_checkpoint()` loads with weights_only=True, so a
    checkpoint can hold tensors, numbers, strings and containers, but never code that runs
    when the file is opened.
+4. The command line: `run_command()` runs a script's main() so that the problems a user can fix
+   end in one line naming the problem and the fix, not a traceback.
 
 Design choices: plain functions with explicit arguments (tests call them directly), no work at
 import time, and every error message names what went wrong and what to do about it.
@@ -349,6 +351,26 @@ def print_config(config, file=None):
 
 
 # -----------------------------------------------------------------------------
+# Command line
+
+
+def run_command(main, expected):
+    """Run main() for a script's `if __name__ == "__main__"`; return the exit status.
+
+    `expected` are the exception types of problems the user can fix: a bad option, a missing
+    file or checkpoint, a failed download. Their messages already name the problem and the fix,
+    so they are printed as one line (exit status 1). Any other exception is a bug and keeps its
+    traceback.
+    """
+    try:
+        main()
+    except expected as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# -----------------------------------------------------------------------------
 # Checkpoints
 
 
@@ -469,6 +491,10 @@ def load_model(init_from, out_dir, device):
 
     if init_from == "resume":
         path = os.path.join(out_dir, "ckpt.pt")
+        if not os.path.exists(path):  # load_checkpoint's advice is for train.py; this is for using one
+            raise CheckpointError(f"no checkpoint at {path}: train one first (`python train.py` writes "
+                                  f"out/ckpt.pt), point --out_dir at a training run, or use "
+                                  f"--init_from=gpt2 for OpenAI's weights")
         checkpoint = load_checkpoint(path)
         model = GPT(GPTConfig(**checkpoint["model_args"]))
         model.load_state_dict(checkpoint["model"])

@@ -34,7 +34,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from common import autocast, load_model, parse_config, pick_device, pick_dtype
+from common import (CheckpointError, ConfigError, autocast, load_model, parse_config, pick_device,
+                    pick_dtype, run_command)
 from download import DownloadError, cache_dir, download
 
 # The official validation set (10,042 items) from the HellaSwag authors' repository. Override
@@ -213,8 +214,7 @@ def main(argv=None):
     tasks = ("perplexity", "hellaswag")
     if not argv or argv[0] not in tasks:
         print(__doc__)
-        print(f"error: the first argument must be one of {tasks}", file=sys.stderr)
-        return 2
+        raise ConfigError(f"the first argument must be the task: {' or '.join(tasks)}")
     task, cfg = argv[0], parse_config(EvalConfig(), argv[1:])
     device = pick_device(cfg.device)
     dtype = pick_dtype(device, cfg.dtype)
@@ -245,4 +245,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main, (ConfigError, CheckpointError, DownloadError, FileNotFoundError,
+                                ValueError)))

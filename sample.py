@@ -22,7 +22,8 @@ from typing import Optional
 
 import torch
 
-from common import autocast, load_model, parse_config, pick_device, pick_dtype
+from common import (CheckpointError, ConfigError, autocast, load_model, parse_config, pick_device,
+                    pick_dtype, run_command)
 
 
 @dataclass
@@ -104,4 +105,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # A bad option or prompt, a missing checkpoint or a failed download: one line, no traceback.
+    from download import DownloadError
+    sys.exit(run_command(main, (ConfigError, CheckpointError, DownloadError, FileNotFoundError,
+                                ValueError)))

@@ -284,3 +284,18 @@ def test_pickle_payload_is_refused_and_never_runs(tmp_path):
     # Prove the payload is live, so the check above can fail: an unsafe load does run it.
     torch.load(path, weights_only=False)
     assert marker.exists()
+
+
+def test_run_command_prints_expected_errors_as_one_line_and_keeps_bugs_loud(capsys):
+    def bad_option():
+        raise ConfigError("unknown config key 'lr': did you mean 'learning_rate'?")
+
+    assert common.run_command(bad_option, (ConfigError,)) == 1
+    assert capsys.readouterr().err == "error: unknown config key 'lr': did you mean 'learning_rate'?\n"
+    assert common.run_command(lambda: None, (ConfigError,)) == 0
+
+    def bug():
+        raise KeyError("a bug, not a user mistake")
+
+    with pytest.raises(KeyError):
+        common.run_command(bug, (ConfigError,))

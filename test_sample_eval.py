@@ -5,6 +5,9 @@ import dataclasses
 import io
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -214,3 +217,20 @@ def test_acc_uses_total_loss_and_acc_norm_loss_per_token(monkeypatch):
     model = char_model()
     result = evaluation.hellaswag(model, [{"label": 1}], None, progress=False)
     assert result == {"acc": 0.0, "acc_norm": 1.0, "n": 1}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["sample.py", "--out_dir={missing}"], "no checkpoint at"),
+    (["sample.py", "--temprature=0.5"], "did you mean 'temperature'"),
+    (["eval.py"], "the first argument must be the task"),
+    (["eval.py", "perplexity", "--out_dir={missing}"], "no checkpoint at"),
+    (["bench.py", "--mode=sample"], "use --mode=train or --mode=generate"),
+])
+def test_scripts_report_user_errors_in_one_line(tmp_path, argv, message):
+    argv = [a.format(missing=tmp_path / "no-such-run") for a in argv]
+    result = subprocess.run([sys.executable] + argv, cwd=Path(__file__).parent, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert message in result.stderr

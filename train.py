@@ -730,10 +730,5 @@ def _train(cfg, dist, device):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ConfigError, CheckpointError, DataError, TrainingError, FileNotFoundError,
-            prepare.ShardError) as e:
-        # Expected problems get one clear line; anything else keeps its traceback.
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    sys.exit(common.run_command(main, (ConfigError, CheckpointError, DataError, TrainingError,
+                                       FileNotFoundError, prepare.ShardError)))
