@@ -434,18 +434,20 @@ def _fsync_directory(directory):
         os.close(fd)
 
 
-def load_checkpoint(path, map_location="cpu"):
+def load_checkpoint(path, map_location="cpu",
+                    if_missing="train a model first (which writes it), check out_dir, "
+                               "or start fresh with --init_from=scratch"):
     """Load a checkpoint saved by save_checkpoint; raise CheckpointError if it cannot be used.
 
     weights_only=True means torch refuses anything but tensors, numbers, strings and
     containers. A .pt file is a pickle, and a plain pickle can run any code when loaded, so a
     downloaded checkpoint must never be loaded with weights_only=False unless you trust it.
     map_location="cpu" loads onto the CPU first, so a checkpoint saved on a GPU loads anywhere.
+    if_missing: the advice when there is no file; the default is train.py's (resuming).
     """
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise CheckpointError(f"no checkpoint at {path}: train a model first (which writes it), "
-                              "check out_dir, or start fresh with --init_from=scratch")
+        raise CheckpointError(f"no checkpoint at {path}: {if_missing}")
     if os.path.isdir(path):
         raise CheckpointError(f"{path} is a directory, not a checkpoint file; "
                               "point to the .pt file inside it (e.g. out_dir/ckpt.pt)")
@@ -491,11 +493,9 @@ def load_model(init_from, out_dir, device):
 
     if init_from == "resume":
         path = os.path.join(out_dir, "ckpt.pt")
-        if not os.path.exists(path):  # load_checkpoint's advice is for train.py; this is for using one
-            raise CheckpointError(f"no checkpoint at {path}: train one first (`python train.py` writes "
-                                  f"out/ckpt.pt), point --out_dir at a training run, or use "
-                                  f"--init_from=gpt2 for OpenAI's weights")
-        checkpoint = load_checkpoint(path)
+        checkpoint = load_checkpoint(path, if_missing="train one first (`python train.py` writes "
+                                     "out/ckpt.pt), point --out_dir at a training run, or use "
+                                     "--init_from=gpt2 for OpenAI's weights")
         model = GPT(GPTConfig(**checkpoint["model_args"]))
         model.load_state_dict(checkpoint["model"])
         if "meta" not in checkpoint:
