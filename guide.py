@@ -623,7 +623,6 @@ class Figures:
         return PowerNorm(gamma=0.5, vmin=0.0, vmax=1.0)
 
     def causal_mask(self, name):
-    
         full = causal_mask(8, 0, "cpu").numpy()
         cached = causal_mask(3, 5, "cpu").numpy()
         figure, axes = self.plt.subplots(1, 2, figsize=(self.WIDTH, 2.9),
@@ -648,7 +647,6 @@ class Figures:
         self.save(figure, name)
 
     def attention_grid(self, maps, name):
-
         n_layer, n_head = len(maps), maps[0].size(0)
         layers = sorted(set(np.linspace(0, n_layer - 1, min(n_layer, 4)).round().astype(int).tolist()))
         heads = list(range(min(n_head, 6)))
@@ -726,7 +724,6 @@ class Figures:
         self.save(figure, name)
 
     def next_token(self, labels, probs, nucleus, name):
-
         figure, ax = self.plt.subplots(figsize=(self.WIDTH, 2.4))
         x = np.arange(len(labels))
         for offset, (t, p) in zip((-0.27, 0, 0.27), probs.items()):
@@ -816,8 +813,7 @@ def build(cfg):
     fig = Figures(figures_dir)
     prompt = prompt_text(dataset_dir, tokenizer, 120)
     defaults = train.TrainConfig()
-    quick_config = GPTConfig(block_size=defaults.block_size, vocab_size=65, n_layer=defaults.n_layer,
-                             n_head=defaults.n_head, n_embd=defaults.n_embd, bias=defaults.bias)
+    quick_config = bench.model_config(bench.BenchConfig(preset="quickstart"))  # train.py's default model
     data = dict(
         build=dict(command="python guide.py" + (f" --ckpt_dir={cfg.ckpt_dir}" if cfg.ckpt_dir else "")
                    + (" --fast=True" if cfg.fast else ""),
@@ -898,9 +894,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (GuideError, common.ConfigError, common.CheckpointError, FileNotFoundError) as e:
-        # Expected problems get one clear line; anything else keeps its traceback.
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    sys.exit(common.run_command(main, (GuideError, common.ConfigError, common.CheckpointError,
+                                       FileNotFoundError)))
