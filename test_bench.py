@@ -85,3 +85,5 @@ def test_baby_preset_is_the_shape_of_the_baby_gpt_config():
     shape = bench.model_config(bench.BenchConfig(preset="baby"))
     for key in ("n_layer", "n_head", "n_embd", "block_size", "bias"):
         assert getattr(shape, key) == getattr(cfg, key), key
+    # and a GPU training benchmark of it uses the batch the recipe trains with
+    assert bench.default_batch_size(bench.BenchConfig(preset="baby"), "cuda") == cfg.batch_size
