@@ -55,12 +55,15 @@ def pick_device(device="auto"):
             return "mps"
         return "cpu"
     device_type = device.split(":")[0]
+    if device_type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device={device!r} is not a device this code runs on; "
+                          "use --device=auto, cpu, cuda (or cuda:N) or mps")
     if device_type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} was requested but CUDA is not available; "
-                         "use --device=cpu or --device=auto")
+        raise ConfigError(f"device={device!r} was requested but CUDA is not available; "
+                          "use --device=cpu or --device=auto")
     if device_type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device={device!r} was requested but MPS is not available; "
-                         "use --device=cpu or --device=auto")
+        raise ConfigError(f"device={device!r} was requested but MPS is not available; "
+                          "use --device=cpu or --device=auto")
     return device
 
 
@@ -74,7 +77,12 @@ def pick_dtype(device, dtype="auto"):
     """
     if dtype != "auto":
         if dtype not in DTYPES:
-            raise ValueError(f"dtype={dtype!r} is not supported; use one of {DTYPES} or 'auto'")
+            raise ConfigError(f"dtype={dtype!r} is not supported; use one of {', '.join(DTYPES)} or auto")
+        if dtype == "float16" and device.split(":")[0] == "cpu":
+            # Allowed (autocast supports it), but most CPUs have no float16 arithmetic and
+            # emulate it: a quick-start step measured ~4x slower than in float32.
+            print("warning: float16 on a CPU is emulated on most processors and much slower than "
+                  "float32; use --dtype=float32 (or auto)", file=sys.stderr)
         return dtype
     if device.split(":")[0] == "cuda":
         return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"

@@ -37,6 +37,7 @@ from torch.nn import functional as F
 from common import (CheckpointError, ConfigError, autocast, load_model, parse_config, pick_device,
                     pick_dtype, run_command)
 from download import DownloadError, cache_dir, download
+from tokenizer import tokenizer_from_meta
 
 # The official validation set (10,042 items) from the HellaSwag authors' repository. Override
 # the base with HELLASWAG_BASE_URL to use a mirror.
@@ -212,9 +213,12 @@ def hellaswag(model, items, tokenizer, batch_size=8, device="cpu", ctx=None, pro
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     tasks = ("perplexity", "hellaswag")
+    if not argv:
+        print(__doc__)  # no arguments at all: show the usage
     if not argv or argv[0] not in tasks:
-        print(__doc__)
-        raise ConfigError(f"the first argument must be the task: {' or '.join(tasks)}")
+        given = f"unknown task {argv[0]!r}: " if argv else ""
+        raise ConfigError(f"{given}the first argument must be the task: {' or '.join(tasks)}, "
+                          "e.g. python eval.py perplexity --out_dir=out")
     task, cfg = argv[0], parse_config(EvalConfig(), argv[1:])
     device = pick_device(cfg.device)
     dtype = pick_dtype(device, cfg.dtype)
@@ -226,10 +230,16 @@ def main(argv=None):
         from prepare import DATA_DIR, load_meta, load_split
         dataset_dir = Path(DATA_DIR) / cfg.dataset
         meta = load_meta(dataset_dir)
-        if meta["tokenizer"] != tokenizer.name:
-            raise ValueError(f"dataset {cfg.dataset!r} uses the {meta['tokenizer']} tokenizer but the "
-                             f"model uses {tokenizer.name}: perplexities are only comparable on the "
-                             f"model's own tokens")
+        # Token ids only mean the same thing under the same vocabulary: two character-level
+        # datasets number their characters differently unless they have the very same set.
+        if meta["tokenizer"] != tokenizer.name or meta.get("chars") != getattr(tokenizer, "chars", None):
+            data_vocab = tokenizer_from_meta(meta).vocab_size
+            raise ValueError(f"dataset {cfg.dataset!r} was tokenized with a {meta['tokenizer']} "
+                             f"vocabulary of {data_vocab} tokens, not the model's ({tokenizer.name}, "
+                             f"{tokenizer.vocab_size} tokens): its token ids would mean other "
+                             f"tokens to the model. "
+                             + ("Prepare the text with --tokenizer=gpt2" if tokenizer.name == "gpt2"
+                                else "Evaluate on the dataset the model was trained on"))
         result = perplexity(model, load_split(dataset_dir, cfg.split), cfg.batch_size,
                             cfg.max_tokens, device, ctx)
         print(f"{cfg.dataset} {cfg.split}: loss {result['loss']:.4f}, perplexity {result['ppl']:.2f} "

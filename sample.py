@@ -24,6 +24,7 @@ import torch
 
 from common import (CheckpointError, ConfigError, autocast, load_model, parse_config, pick_device,
                     pick_dtype, run_command)
+from model import validate_sampling
 
 
 @dataclass
@@ -48,7 +49,11 @@ def prompt_ids(start, tokenizer, block_size):
     GPT-2's <|endoftext|> (every training document began after one), or a newline for a
     character model. A prompt longer than the context keeps its last block_size tokens."""
     if start.startswith("FILE:"):
-        start = Path(start[len("FILE:"):]).read_text(encoding="utf-8")
+        path = Path(start[len("FILE:"):])
+        if not path.is_file():
+            raise ConfigError(f"--start={start}: there is no file {str(path)!r}; give the path of a "
+                              "text file after FILE:, or the prompt itself as --start=\"...\"")
+        start = path.read_text(encoding="utf-8")
     if start:
         ids = tokenizer.encode(start)  # a char model raises here, listing unknown characters
     elif tokenizer.eot_token is not None:
@@ -86,6 +91,7 @@ def stream_sample(model, tokenizer, ids, cfg, device, ctx, generator, out=sys.st
 
 def main(argv=None):
     cfg = parse_config(SampleConfig(), sys.argv[1:] if argv is None else argv)
+    validate_sampling(cfg.temperature, cfg.top_k, cfg.top_p)  # now, not after loading the model
     device = pick_device(cfg.device)
     ctx = autocast(device, pick_dtype(device, cfg.dtype))
     model, tokenizer, source = load_model(cfg.init_from, cfg.out_dir, device)

@@ -166,14 +166,23 @@ def test_device_and_dtype_on_cpu():
     assert common.pick_device("cpu") == "cpu"
     assert common.pick_dtype("cpu") == "float32"
     assert common.pick_dtype("cpu", "bfloat16") == "bfloat16"
-    with pytest.raises(ValueError, match="float8"):
+    with pytest.raises(common.ConfigError, match="float8"):
         common.pick_dtype("cpu", "float8")
+    with pytest.raises(common.ConfigError, match="tpu"):
+        common.pick_device("tpu")
     assert common.peak_flops("cpu") is None
     common.synchronize("cpu")  # a no-op that must not fail
     if not torch.cuda.is_available():
         assert common.pick_device("auto") in ("mps", "cpu")
-        with pytest.raises(ValueError, match="CUDA is not available"):
+        with pytest.raises(common.ConfigError, match="CUDA is not available"):
             common.pick_device("cuda")
+
+
+def test_float16_on_cpu_is_allowed_with_a_warning(capsys):
+    assert common.pick_dtype("cpu", "float16") == "float16"
+    assert "float16 on a CPU" in capsys.readouterr().err
+    assert common.pick_dtype("cpu", "float32") == "float32"
+    assert capsys.readouterr().err == ""
 
 
 def test_autocast_float32_is_a_no_op_and_bfloat16_applies():

@@ -15,7 +15,7 @@ import torch
 
 import eval as evaluation
 import sample
-from common import CheckpointError, load_model, save_checkpoint
+from common import CheckpointError, ConfigError, load_model, save_checkpoint
 from download import DownloadError, cache_dir
 from model import GPT, GPTConfig
 from tokenizer import CharTokenizer, GPT2Tokenizer
@@ -59,6 +59,8 @@ def test_long_prompt_is_cropped_with_a_warning(capsys):
 def test_prompt_from_file(tmp_path):
     (tmp_path / "p.txt").write_text("hello world")
     assert sample.prompt_ids(f"FILE:{tmp_path / 'p.txt'}", GPT2Tokenizer(), 64) == [31373, 995]
+    with pytest.raises(ConfigError, match="there is no file"):
+        sample.prompt_ids(f"FILE:{tmp_path / 'missing.txt'}", GPT2Tokenizer(), 64)
 
 
 def test_streamed_text_equals_the_generated_tokens(tmp_path):
@@ -134,6 +136,22 @@ def test_perplexity_counts_a_short_last_window_and_several_files():
         with torch.no_grad():
             total += model(x, y)[1].item() * (end - start)
     assert abs(result["loss"] - total / result["tokens"]) < 1e-5
+
+
+def test_perplexity_refuses_a_dataset_with_another_vocabulary(tmp_path, monkeypatch, capsys):
+    import prepare
+    data_dir = tmp_path / "data"
+    monkeypatch.setattr(prepare, "DATA_DIR", data_dir)
+    write_checkpoint(tmp_path, char_model(), {"tokenizer": "char", "vocab_size": len(CHARS),
+                                              "chars": CHARS, "name": "tiny"})
+    prepare.prepare_text("".join(CHARS) * 20, "same", "char", data_dir=data_dir)  # the model's characters
+    # Fewer characters, so every id means another character than it does to the model.
+    prepare.prepare_text("hello world, hello!\n" * 20, "other", "char", data_dir=data_dir)
+    args = [f"--out_dir={tmp_path}", "--device=cpu", "--json=True"]
+    evaluation.main(["perplexity", "--dataset=same"] + args)
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["tokens"] > 0
+    with pytest.raises(ValueError, match=rf"vocabulary of \d+ tokens, not the model's \(char, {len(CHARS)}"):
+        evaluation.main(["perplexity", "--dataset=other"] + args)
 
 
 # ---------------------------------------------------------------------------- HellaSwag
@@ -222,7 +240,10 @@ def test_acc_uses_total_loss_and_acc_norm_loss_per_token(monkeypatch):
 @pytest.mark.parametrize("argv, message", [
     (["sample.py", "--out_dir={missing}"], "no checkpoint at"),
     (["sample.py", "--temprature=0.5"], "did you mean 'temperature'"),
+    (["sample.py", "--out_dir={missing}", "--temperature=-1"], "temperature must be >= 0"),
     (["eval.py"], "the first argument must be the task"),
+    (["eval.py", "perplexty"], "unknown task 'perplexty'"),
+    (["train.py", "--device=tpu"], "not a device this code runs on"),
     (["eval.py", "perplexity", "--out_dir={missing}"], "no checkpoint at"),
     (["bench.py", "--mode=sample"], "use --mode=train or --mode=generate"),
 ])
