@@ -120,6 +120,8 @@ def test_char_tokenizer_round_trip_and_unknown_characters():
     assert "2 character(s)" in message and "'!'" in message and "'x'" in message
     with pytest.raises(ValueError, match="out of range"):
         tok.decode([0, 8])
+    with pytest.raises(ValueError, match="out of range"):
+        tok.decode([-1])  # Python would quietly index from the end
     with pytest.raises(ValueError, match="distinct"):
         tokenizer.CharTokenizer(["a", "a"])
 
@@ -367,6 +369,27 @@ def test_resume_partial_download_with_range(hub, tmp_path):
     assert requested(hub) == [("/f.bin", "bytes=3000-")]  # only the missing bytes were asked for
     assert dest.read_bytes() == body
     assert files_in(tmp_path) == ["f.bin"]
+
+
+def test_complete_part_file_is_verified_and_kept_without_a_request(hub, tmp_path):
+    body = b"all of it" * 100
+    hub.files["/f.bin"] = body
+    dest = tmp_path / "f.bin"
+    Path(str(dest) + ".part").write_bytes(body)  # the earlier run died just before the rename
+    download.download(hub.url + "/f.bin", dest, expected_size=len(body),
+                      sha256=hashlib.sha256(body).hexdigest())
+    assert requested(hub) == []
+    assert dest.read_bytes() == body and files_in(tmp_path) == ["f.bin"]
+
+
+def test_stale_file_is_removed_even_when_the_download_fails(hub, tmp_path):
+    body = b"weights" * 100
+    hub.status["/w.bin"] = 500
+    dest = tmp_path / "w.bin"
+    dest.write_bytes(b"corrupted on disk")
+    with pytest.raises(DownloadError, match="HTTP 500"):
+        download.download(hub.url + "/w.bin", dest, sha256=hashlib.sha256(body).hexdigest())
+    assert files_in(tmp_path) == []  # nothing that looks like a good file is left behind
 
 
 def test_restart_when_range_not_satisfiable(hub, tmp_path):

@@ -114,6 +114,17 @@ def test_tiny_model_overfits_one_batch():
     assert loss.item() < 0.05
 
 
+def test_residual_projections_start_smaller_with_depth():
+    # GPT-2's init: std 0.02, except the two projections writing into the residual stream,
+    # 0.02 / sqrt(2 * n_layer), so the stream's scale at init does not grow with depth.
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**{**TINY, "n_layer": 8, "n_embd": 128}))
+    for name, p in model.named_parameters():
+        if p.dim() == 2 and name != "transformer.wpe.weight":
+            expected = 0.02 / math.sqrt(2 * 8) if name.endswith("c_proj.weight") else 0.02
+            assert abs(p.std().item() / expected - 1) < 0.05, name
+
+
 def test_token_embedding_and_output_head_share_storage():
     model = GPT(GPTConfig(**TINY))
     assert model.lm_head.weight is model.transformer.wte.weight
@@ -224,6 +235,32 @@ def test_generation_stops_at_stop_token():
     assert out.shape == (1, 2)
 
 
+def test_batch_generation_stops_once_every_row_has_stopped(monkeypatch):
+    # Row 0 produces the stop token at the first step, row 1 at the third: generation must go
+    # on until both have (a row that has stopped stays stopped), and no further.
+    import model as model_module
+    STOP = 9
+    script = iter([[[STOP], [1]], [[2], [1]], [[3], [STOP]]] + [[[4], [4]]] * 20)
+    monkeypatch.setattr(model_module, "sample_next_token",
+                        lambda *args, **kwargs: torch.tensor(next(script)))
+    model = GPT(GPTConfig(**TINY)).eval()
+    out = model.generate(torch.zeros(2, 1, dtype=torch.long), 20, stop_token=STOP)
+    assert out[:, 1:].tolist() == [[STOP, 2, 3], [1, 1, STOP]]
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_full_window_keeps_its_newer_half(use_cache):
+    # When the context window is full, generation continues on the newest block_size // 2
+    # tokens. The cache and no-cache paths share this step, so compare with what the model is fed.
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**{**TINY, "block_size": 8})).eval()
+    seen = []
+    model.register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
+    idx = torch.randint(0, 65, (1, 8))  # exactly one full window
+    model.generate(idx, 2, temperature=0, use_cache=use_cache)
+    assert torch.equal(seen[0], idx[:, 4:])
+
+
 def test_generate_keeps_training_mode_of_the_caller():
     model = GPT(GPTConfig(**TINY)).train()
     model.generate(torch.zeros(1, 1, dtype=torch.long), 3)
@@ -236,6 +273,18 @@ def test_top_k_larger_than_the_vocabulary_is_clamped():
     logits = torch.randn(2, 10)
     out = sample_next_token(logits, temperature=1.0, top_k=1000)
     assert out.shape == (2, 1) and out.max() < 10
+
+
+def test_temperature_divides_the_logits_and_a_full_top_k_keeps_everything():
+    # Seeded sampling is a function of the probabilities alone, so these pairs must agree draw
+    # for draw: temperature T on logits vs temperature 1 on logits / T, and top_k = vocabulary
+    # size vs no top-k at all.
+    logits = torch.randn(2000, 10)
+    def draw(*args, **kwargs):
+        return sample_next_token(*args, **kwargs, generator=torch.Generator().manual_seed(0))
+    for t in (0.5, 2.0):
+        assert torch.equal(draw(logits, temperature=t), draw(logits / t, temperature=1.0))
+    assert torch.equal(draw(logits, temperature=1.0, top_k=10), draw(logits, temperature=1.0))
 
 
 def test_top_k_one_and_temperature_zero_are_greedy():
@@ -254,6 +303,14 @@ def test_top_p_keeps_the_smallest_set_reaching_the_mass():
     assert set(samples.flatten().tolist()) == {0, 1}
     share_of_first = (samples == 0).float().mean().item()
     assert abs(share_of_first - 0.5 / 0.8) < 0.05  # renormalised over the kept tokens
+
+
+def test_top_p_keeps_a_token_only_while_the_mass_before_it_is_short_of_p():
+    # Four equally likely tokens (exactly 0.25 each): top_p=0.5 is reached by exactly two of
+    # them, so the third, whose preceding mass is exactly 0.5, must be dropped.
+    samples = sample_next_token(torch.zeros(4000, 4), temperature=1.0, top_p=0.5,
+                                generator=torch.Generator().manual_seed(0))
+    assert len(set(samples.flatten().tolist())) == 2
 
 
 @pytest.mark.parametrize("kwargs,match", [

@@ -138,6 +138,15 @@ def test_perplexity_counts_a_short_last_window_and_several_files():
     assert abs(result["loss"] - total / result["tokens"]) < 1e-5
 
 
+def test_perplexity_max_tokens_stops_after_the_window_that_reaches_it():
+    model = char_model().eval()
+    T = model.config.block_size
+    tokens = np.random.default_rng(0).integers(0, len(CHARS), size=10 * T + 1).astype(np.uint16)
+    result = evaluation.perplexity(model, [tokens], batch_size=1, max_tokens=T + 1)
+    assert result["tokens"] == 2 * T  # two windows are needed to reach T + 1 tokens
+    assert result == evaluation.perplexity(model, [tokens[:2 * T + 1]], batch_size=1)
+
+
 def test_perplexity_refuses_a_dataset_with_another_vocabulary(tmp_path, monkeypatch, capsys):
     import prepare
     data_dir = tmp_path / "data"
@@ -211,18 +220,21 @@ def test_item_the_model_was_trained_on_is_answered_correctly(fake_hub, monkeypat
     assert result == {"acc": 1.0, "acc_norm": 1.0, "n": 1}
 
 
-def test_batched_scores_equal_scoring_each_ending_alone():
+@pytest.mark.parametrize("block_size", [64, 12])  # 12: most rows are longer than the context
+def test_batched_scores_equal_scoring_each_ending_alone(block_size):
     tokenizer = GPT2Tokenizer()
-    model = gpt2_vocab_model().eval()
+    model = gpt2_vocab_model(block_size).eval()
     sums, means = evaluation.score_items(model, ITEMS, tokenizer)
     for item, item_sums, item_means in zip(ITEMS, sums, means):
-        ctx_len = len(tokenizer.encode(item["ctx"]))
         for ending, s, m in zip(item["endings"], item_sums, item_means):
-            ids = torch.tensor([tokenizer.encode(item["ctx"]) + tokenizer.encode(" " + ending)])
+            end_ids = tokenizer.encode(" " + ending)
+            # A row longer than the context keeps its last block_size tokens: the ending.
+            ids = torch.tensor([(tokenizer.encode(item["ctx"]) + end_ids)[-block_size:]])
             with torch.no_grad():
                 logits, _ = model(ids)
             losses = torch.nn.functional.cross_entropy(logits[0, :-1], ids[0, 1:], reduction="none")
-            ending_losses = losses[ctx_len - 1:]  # predictions of the ending's tokens
+            # predictions of the ending's tokens (all of them, unless the ending alone overflows)
+            ending_losses = losses[-min(len(end_ids), ids.size(1) - 1):]
             assert abs(ending_losses.sum().item() - s) < 1e-4
             assert abs(ending_losses.mean().item() - m) < 1e-5
 
