@@ -178,9 +178,10 @@ def test_device_and_dtype_on_cpu():
             common.pick_device("cuda")
 
 
-def test_float16_on_cpu_is_allowed_with_a_warning(capsys):
-    assert common.pick_dtype("cpu", "float16") == "float16"
-    assert "float16 on a CPU" in capsys.readouterr().err
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_16_bit_dtypes_on_cpu_are_allowed_with_a_warning(capsys, dtype):
+    assert common.pick_dtype("cpu", dtype) == dtype
+    assert f"{dtype} on a CPU is much slower" in capsys.readouterr().err
     assert common.pick_dtype("cpu", "float32") == "float32"
     assert capsys.readouterr().err == ""
 
