@@ -6,7 +6,7 @@ How fast does this code train and generate on your hardware?
     python bench.py --mode=generate --preset=quickstart   # generation: KV cache vs no cache
     python bench.py --mode=generate --preset=baby    # ... for the 6-layer baby GPT, context 256
     python bench.py --batch_size=32 --compile=True --json=True
-    python bench.py --profile=True                   # also write a torch.profiler trace
+    python bench.py --profile=True                   # also print the costliest ops, write a trace
 
 Training mode times train.py's own train_step() (gradient accumulation, clipping, loss scaling
 and the AdamW update included), after warm-up steps that also absorb torch.compile's compile
@@ -66,6 +66,9 @@ class BenchConfig:
     prompt_tokens: int = 1  # generate mode: prompt length
     repeats: int = 5  # generate mode: timed runs of each path; medians are reported
     compile: Optional[bool] = None  # None = on for CUDA, off elsewhere
+    # torch.compile's mode: "default", "max-autotune-no-cudagraphs" (tries several kernels per
+    # matmul, slow to compile), "max-autotune" (the same plus CUDA graphs), "reduce-overhead"
+    compile_mode: str = "default"
     attention_backend: str = "auto"  # CUDA: "auto" (PyTorch picks), or force "flash", "cudnn", "efficient"
     device: str = "auto"
     dtype: str = "auto"
@@ -73,6 +76,9 @@ class BenchConfig:
     profile: bool = False  # write a torch.profiler trace (open in chrome://tracing or Perfetto)
     trace_path: str = "bench_trace.json"
     json: bool = False  # print one JSON object with every figure at the end
+
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def recipe(preset):
@@ -116,7 +122,7 @@ def bench_train(cfg, device, dtype):
     common.allow_tf32(device)
     force_attention_backend(cfg.attention_backend)
     use_compile = device.startswith("cuda") if cfg.compile is None else cfg.compile
-    step_model = torch.compile(model) if use_compile else model
+    step_model = torch.compile(model, mode=cfg.compile_mode) if use_compile else model
 
     T = config.block_size
     if cfg.dataset:
@@ -227,14 +233,20 @@ def force_attention_backend(name):
 
 
 def write_trace(step, device, path):
-    """Profile two more steps and write a Chrome trace: which kernels take the time."""
+    """Profile two more steps, print the operations that take the most time, and write a
+    Chrome trace (the timeline of every kernel) to look at in chrome://tracing or Perfetto."""
     activities = [torch.profiler.ProfilerActivity.CPU]
-    if device.startswith("cuda"):
+    on_gpu = device.startswith("cuda")
+    if on_gpu:
         activities.append(torch.profiler.ProfilerActivity.CUDA)
     with torch.profiler.profile(activities=activities) as prof:
         for _ in range(2):
             step()
         common.synchronize(device)
+    # "self" time: an operation's own time, not that of the operations it calls, so the rows
+    # add up to the total. On a GPU it is kernel time, which is what MFU is lost in.
+    sort_by = "self_device_time_total" if on_gpu else "self_cpu_time_total"
+    print(prof.key_averages().table(sort_by=sort_by, row_limit=15), file=sys.stderr)
     prof.export_chrome_trace(path)
     print(f"wrote profiler trace {path}", file=sys.stderr)
 
@@ -252,6 +264,8 @@ def main(argv=None):
     for name in ("iters", "repeats", "max_new_tokens", "prompt_tokens", "gradient_accumulation_steps"):
         if getattr(cfg, name) < 1:
             raise common.ConfigError(f"{name} must be at least 1, got {getattr(cfg, name)}")
+    if cfg.compile_mode not in COMPILE_MODES:
+        raise common.ConfigError(f"compile_mode={cfg.compile_mode!r}: use one of {', '.join(COMPILE_MODES)}")
     if cfg.warmup_iters < 0:
         raise common.ConfigError(f"warmup_iters must be >= 0, got {cfg.warmup_iters}")
     device = common.pick_device(cfg.device)

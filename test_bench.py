@@ -32,6 +32,16 @@ def test_train_mode_times_train_py_own_step(monkeypatch, capsys):
     assert "mfu" not in printed  # no meaningful peak FLOP/s on a CPU
 
 
+def test_compile_option_and_mode_reach_torch_compile(monkeypatch):
+    modes = []
+    monkeypatch.setattr(bench.torch, "compile", lambda model, mode: modes.append(mode) or model)
+    bench.main(TINY + ["--warmup_iters=0", "--iters=1"])
+    assert modes == []  # off on a CPU unless asked for
+    bench.main(TINY + ["--warmup_iters=0", "--iters=1", "--compile=True",
+                       "--compile_mode=max-autotune-no-cudagraphs"])
+    assert modes == ["max-autotune-no-cudagraphs"]
+
+
 def test_train_mode_with_accumulation_counts_all_micro_steps(monkeypatch):
     batches = []
     real = bench.train_step
@@ -58,12 +68,14 @@ def test_generate_mode_reports_both_paths_and_checks_they_agree(capsys):
     assert result["block_size"] == 16 and result["max_new_tokens"] == 40
 
 
-def test_profile_writes_a_chrome_trace(tmp_path):
+def test_profile_prints_the_costliest_operations_and_writes_a_chrome_trace(tmp_path, capsys):
     path = tmp_path / "trace.json"
     bench.main(TINY + ["--warmup_iters=1", "--iters=1", "--profile=True", f"--trace_path={path}"])
     trace = json.loads(path.read_text())
     names = {event.get("name", "") for event in trace["traceEvents"]}
     assert any("addmm" in n or "mm" in n for n in names)  # the matmuls of the step are in it
+    table = capsys.readouterr().err
+    assert "Self CPU" in table and "aten::mm" in table
 
 
 @pytest.mark.parametrize("args,message", [
@@ -72,6 +84,7 @@ def test_profile_writes_a_chrome_trace(tmp_path):
     (["--repeats=0", "--mode=generate"], "repeats must be at least 1"),
     (["--iters=0"], "iters must be at least 1"),
     (["--attention_backend=fastest"], "attention_backend='fastest'"),
+    (["--compile_mode=fast"], "compile_mode='fast'"),
 ])
 def test_bad_options_are_named(args, message):
     with pytest.raises(common.ConfigError, match=message.replace("(", r"\(")):
