@@ -67,8 +67,10 @@ def prompt_ids(start, tokenizer, block_size):
     return ids
 
 
-def stream_sample(model, tokenizer, ids, cfg, device, ctx, generator, out=sys.stdout):
-    """Generate one sample, printing text as tokens arrive; returns the new token ids."""
+def stream_sample(model, tokenizer, ids, cfg, device, ctx, generator, out=None):
+    """Generate one sample, printing text as tokens arrive (to `out`, default sys.stdout);
+    returns the new token ids."""
+    out = sys.stdout if out is None else out  # looked up now: stdout may have been redirected
     new_ids, printed = [], ""
     idx = torch.tensor([ids], dtype=torch.long, device=device)
     stop = tokenizer.eot_token if cfg.stop_at_eot else None

@@ -73,6 +73,9 @@ def test_gpt2_known_ids_and_round_trip():
     # Special-token text is plain text unless asked for: a document cannot fake a boundary.
     assert 50256 not in tok.encode("<|endoftext|>")
     assert tok.encode("<|endoftext|>", allow_special=True) == [50256]
+    # A token sequence cut inside a multi-byte character decodes with a visible replacement
+    # character instead of raising (sample.py relies on this to stream text).
+    assert tok.decode(tok.encode("🙂")[:1]).endswith("\ufffd")
 
 
 def test_gpt2_encoding_matches_tiktokens_own_loader(monkeypatch):
@@ -248,6 +251,16 @@ def test_missing_dataset_names_the_command(tmp_path):
     dataset_dir = prepare.ensure_dataset("shakespeare_char", tmp_path)
     assert prepare.load_meta(dataset_dir)["vocab_size"] == 65
     assert prepare.ensure_dataset("shakespeare_char", tmp_path) == dataset_dir
+    # A folder left half-made (no meta.json, which is written last) is prepared again.
+    (dataset_dir / "meta.json").unlink()
+    assert prepare.ensure_dataset("shakespeare_char", tmp_path) == dataset_dir
+    assert prepare.load_meta(dataset_dir)["vocab_size"] == 65
+
+
+def test_char_vocabulary_covers_the_validation_text_too(tmp_path):
+    # "z" occurs only in the last 10%, the validation split: it must still get an id.
+    dataset_dir = prepare.prepare_text("a" * 90 + "b" * 9 + "z", "x", "char", data_dir=tmp_path)
+    assert prepare.load_meta(dataset_dir)["chars"] == ["a", "b", "z"]
 
 
 # ----------------------------------------------------------------------------
@@ -271,6 +284,7 @@ def test_shard_format_matches_llm_c(tmp_path):
     (lambda b: (1234).to_bytes(4, "little") + b[4:], "not a token shard"),
     (lambda b: b[:4] + (2).to_bytes(4, "little") + b[8:], "version 2"),
     (lambda b: b[:-2], "truncated"),
+    (lambda b: b + b"\0\0", "truncated or corrupt"),  # longer than its header says
 ])
 def test_bad_shards_are_refused(tmp_path, corrupt, message):
     good = shard_bytes(tmp_path, range(10))
@@ -278,6 +292,15 @@ def test_bad_shards_are_refused(tmp_path, corrupt, message):
     path.write_bytes(corrupt(good))
     with pytest.raises(ShardError, match=message):
         prepare.read_shard(path)
+
+
+def test_shard_with_an_id_outside_the_vocabulary_is_refused(tmp_path):
+    path = tmp_path / "s.bin"
+    prepare.write_shard(path, [1, 50256])
+    assert prepare.validate_shard(path) == 2
+    prepare.write_shard(path, [1, 50257])
+    with pytest.raises(ShardError, match="token id 50257"):
+        prepare.validate_shard(path)
 
 
 # ----------------------------------------------------------------------------

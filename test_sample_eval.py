@@ -75,14 +75,42 @@ def test_streamed_text_equals_the_generated_tokens(tmp_path):
     assert out.getvalue() == tokenizer.decode(expected)
 
 
-def test_sample_main_runs_from_a_checkpoint(tmp_path, capsys):
+def test_sample_main_prints_prompt_and_greedy_continuation_of_each_sample(tmp_path, capsys):
     model = char_model()
+    tokenizer = CharTokenizer(CHARS)
     write_checkpoint(tmp_path, model, {"tokenizer": "char", "vocab_size": len(CHARS), "chars": CHARS,
                                        "name": "tiny"})
     sample.main([f"--out_dir={tmp_path}", "--start=hello", "--num_samples=2", "--max_new_tokens=20",
-                 "--device=cpu"])
+                 "--temperature=0", "--device=cpu"])
     out = capsys.readouterr().out
-    assert out.count("hello") >= 2 and out.count("sample 2/2") == 1
+    expected = model.generate(torch.tensor([tokenizer.encode("hello")]), 20, temperature=0)
+    text = tokenizer.decode(expected[0].tolist())  # the prompt and what the model adds to it
+    assert out.count(text + "\n---------------- sample") == 2 and out.count("sample 2/2") == 1
+
+
+def test_empty_prompt_prints_only_the_generated_text(tmp_path, capsys):
+    model = char_model()
+    tokenizer = CharTokenizer(CHARS)
+    write_checkpoint(tmp_path, model, {"tokenizer": "char", "chars": CHARS})
+    sample.main([f"--out_dir={tmp_path}", "--start=", "--num_samples=1", "--max_new_tokens=6",
+                 "--temperature=0", "--device=cpu"])
+    start = torch.tensor([tokenizer.encode("\n")])  # a character model's start token
+    new = model.generate(start, 6, temperature=0)[0, 1:].tolist()
+    assert capsys.readouterr().out.startswith(tokenizer.decode(new) + "\n---------------- sample")
+
+
+def test_a_character_split_across_tokens_is_printed_once_whole():
+    tokenizer = GPT2Tokenizer()
+    ids = tokenizer.encode("a🙂b")
+    assert len(ids) > 3  # the emoji takes more than one token
+
+    class Replay:  # a "model" that generates exactly these tokens
+        def generate_tokens(self, *args, **kwargs):
+            yield from (torch.tensor([[i]]) for i in ids)
+
+    out = io.StringIO()
+    sample.stream_sample(Replay(), tokenizer, [0], sample.SampleConfig(), "cpu", torch.no_grad(), None, out)
+    assert out.getvalue() == "a🙂b"  # no replacement character, nothing twice
 
 
 def test_checkpoint_whose_vocabulary_disagrees_with_its_tokenizer_is_an_error(tmp_path):

@@ -11,6 +11,7 @@ import ast
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import signal
 import socket
@@ -245,6 +246,25 @@ def test_batches_are_next_token_windows_from_llmc_shards(tmp_path):
     assert x.min() >= 5000
 
 
+def test_the_last_window_of_every_file_is_drawn(tmp_path):
+    # Files of exactly T + 1 tokens hold one window each, whose last target is the file's last
+    # token: every file must be drawn (no off-by-one in choosing the file) and that token used.
+    directory = tmp_path / "shards"
+    directory.mkdir()
+    names = [f"train_{i}.bin" for i in range(3)]
+    for i, name in enumerate(names):
+        prepare.write_shard(directory / name, np.arange(1000 * i, 1000 * i + 17))
+    prepare.write_meta(directory, {"tokenizer": "gpt2", "vocab_size": 50257, "dtype": "uint16",
+                                   "format": "shards", "train_shards": names, "val_shards": names[:1]})
+    loader = BatchLoader(directory, batch_size=8, block_size=16)
+    seen_files = set()
+    for _ in range(10):
+        x, y = loader.get_batch("train")
+        assert torch.all(y[:, -1] % 1000 == 16)
+        seen_files |= {int(v) // 1000 for v in x[:, 0]}
+    assert seen_files == {0, 1, 2}
+
+
 def test_ranks_take_their_slice_of_one_stream_and_resume_replays_it(data_dir):
     tiny = data_dir / "tiny"
     single = BatchLoader(tiny, batch_size=4, block_size=16, seed=7)
@@ -354,6 +374,9 @@ def test_checkpoint_contents_and_metrics(straight_run):
         assert {"train_loss", "val_loss", "val_ppl"} <= r.keys()
         assert r["val_ppl"] == pytest.approx(np.exp(r["val_loss"]))
     assert [r["iter"] for r in records if r["event"] == "train"] == list(range(12))
+    for r in read_metrics(straight_dir, drop_timing=False):
+        if r["event"] == "train":  # tokens/s counts every micro-batch: 2 x 4 x 16 tokens a step
+            assert r["tokens_per_sec"] * r["ms_per_iter"] / 1000 == pytest.approx(2 * 4 * 16)
     assert evals[-1]["val_loss"] < evals[0]["val_loss"]  # it learned something
     assert checkpoint["best_val_loss"] == min(r["val_loss"] for r in evals) == summary["best_val_loss"]
 
@@ -369,6 +392,7 @@ def test_eval_only_reproduces_the_logged_val_loss_and_writes_nothing(data_dir, s
     result = train.main(tiny_args(straight_dir, data_dir, init_from="resume", eval_only=True))
     last_eval = [r for r in read_metrics(straight_dir) if r["event"] == "eval"][-1]
     assert result["val_loss"] == last_eval["val_loss"]  # same weights, same fixed eval batches
+    assert result["val_ppl"] == pytest.approx(math.exp(result["val_loss"]))
     assert {p.name: file_digest(p) for p in straight_dir.iterdir()} == digests
 
 
@@ -382,6 +406,42 @@ def test_scratch_into_an_existing_checkpoint_refuses_unless_overwrite(tmp_path, 
     train.main(tiny_args(out_dir, data_dir, max_iters=4, seed=2, overwrite=True))
     assert file_digest(out_dir / "ckpt.pt") != digest
     assert [r["iter"] for r in read_metrics(out_dir) if r["event"] == "eval"] == [0, 4]  # a new log
+
+
+@pytest.mark.parametrize("always_save, saved_at", [(True, [4, 8, 12]), (False, [4, 12])])
+def test_always_save_checkpoint_false_saves_only_improvements(tmp_path, data_dir, monkeypatch,
+                                                               always_save, saved_at):
+    val_losses = iter([3.0, 2.0, 2.5, 1.0])  # the evals at iterations 0, 4, 8 and 12
+    monkeypatch.setattr(train, "estimate_loss", lambda *a, **k: {"train": 1.0, "val": next(val_losses)})
+    saved, save = [], common.save_checkpoint
+    monkeypatch.setattr(common, "save_checkpoint",
+                        lambda state, path: saved.append(state["iter_num"]) or save(state, path))
+    train.main(tiny_args(tmp_path, data_dir, always_save_checkpoint=always_save))
+    assert saved == saved_at
+
+
+def test_clipping_with_a_loss_scaler_clips_the_true_gradients():
+    # float16 training multiplies the loss by a large scale; clipping must see the gradients
+    # after unscaling, so a scaled step ends where the same step without a scaler does.
+    def one_step(scaler):
+        torch.manual_seed(0)
+        model = GPT(GPTConfig(block_size=8, vocab_size=65, n_layer=1, n_head=2, n_embd=16))
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        x = torch.randint(0, 65, (4, 8), generator=torch.Generator().manual_seed(1))
+        train.train_step(model, optimizer, lambda: (x, x), 1, scaler, grad_clip=0.01)
+        return model.state_dict()
+    unscaled = one_step(None)
+    scaled = one_step(torch.amp.GradScaler("cpu", init_scale=1024.0))
+    for name in unscaled:
+        assert torch.allclose(unscaled[name], scaled[name], atol=1e-6), name
+
+
+def test_only_float16_runs_use_a_loss_scaler(tmp_path, data_dir):
+    # float16's narrow exponent range needs loss scaling; bfloat16 and float32 must not pay for it.
+    for dtype, scaled in (("float16", True), ("bfloat16", False)):
+        out_dir = tmp_path / dtype
+        train.main(tiny_args(out_dir, data_dir, dtype=dtype, max_iters=1, eval_interval=1))
+        assert bool(common.load_checkpoint(out_dir / "ckpt.pt")["scaler"]) == scaled
 
 
 def test_nan_loss_stops_naming_the_iteration_and_keeps_the_checkpoint(tmp_path, data_dir, monkeypatch):
