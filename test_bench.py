@@ -9,6 +9,7 @@ import torch
 import bench
 import common
 import train
+from model import GPT
 
 # A model small enough that a benchmark run takes a fraction of a second.
 TINY = ["--preset=quickstart", "--n_layer=1", "--n_embd=32", "--n_head=2", "--block_size=16",
@@ -40,6 +41,51 @@ def test_compile_option_and_mode_reach_torch_compile(monkeypatch):
     bench.main(TINY + ["--warmup_iters=0", "--iters=1", "--compile=True",
                        "--compile_mode=max-autotune-no-cudagraphs"])
     assert modes == ["max-autotune-no-cudagraphs"]
+
+
+class FakeClock:
+    """Stands in for bench.py's `time` module: time moves only when a test advances it."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self):
+        return self.now
+
+
+def test_step_time_is_the_median_and_mfu_uses_the_models_own_flops(monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(bench, "time", clock)
+    durations = iter([0.5, 1.0, 5.0, 2.0])  # one warm-up step, then three timed ones
+
+    def step(*args, **kwargs):
+        clock.now += next(durations)
+        return train.train_step(*args, **kwargs)
+
+    monkeypatch.setattr(bench, "train_step", step)
+    monkeypatch.setattr(common, "peak_flops", lambda device: 1e12)  # as if the CPU had a peak
+    result = bench.main(TINY + ["--warmup_iters=1", "--iters=3"])
+    assert result["ms_per_step"] == pytest.approx(2000.0)  # the median, not the mean or the best
+    assert result["tokens_per_sec"] == pytest.approx(2 * 16 / 2.0)
+    model = GPT(bench.model_config(common.parse_config(bench.BenchConfig(), TINY)))
+    assert result["mfu"] == pytest.approx(model.flops_per_token() * result["tokens_per_sec"] / 1e12)
+    assert result["params"] == model.get_num_params(non_embedding=False)
+
+
+def test_generation_speedup_is_no_cache_time_over_cache_time(monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(bench, "time", clock)
+    generate = bench.GPT.generate
+
+    def timed_generate(self, *args, use_cache=True, **kwargs):
+        clock.now += 1.0 if use_cache else 3.0  # the cache path takes a third of the time
+        return generate(self, *args, use_cache=use_cache, **kwargs)
+
+    monkeypatch.setattr(bench.GPT, "generate", timed_generate)
+    result = bench.main(TINY + ["--mode=generate", "--max_new_tokens=4", "--repeats=2"])
+    assert result["speedup"] == pytest.approx(3.0)
+    assert result["tokens_per_sec_kv_cache"] == pytest.approx(4 / 1.0)
+    assert result["tokens_per_sec_no_cache"] == pytest.approx(4 / 3.0)
 
 
 def test_train_mode_with_accumulation_counts_all_micro_steps(monkeypatch):
