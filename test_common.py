@@ -281,6 +281,19 @@ class RunsCodeWhenUnpickled:
         return (exec, (f"open({self.marker!r}, 'w').close()",))
 
 
+def test_unreadable_checkpoint_is_not_called_corrupt(tmp_path, monkeypatch):
+    # "Permission denied" needs a chmod, not a new training run: it must not be reported as damage.
+    path = tmp_path / "ckpt.pt"
+    common.save_checkpoint({"iter_num": 1}, path)
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(torch, "load", denied)
+    with pytest.raises(PermissionError, match="Permission denied"):
+        common.load_checkpoint(path)
+
+
 def test_pickle_payload_is_refused_and_never_runs(tmp_path):
     path = tmp_path / "evil.pt"
     marker = tmp_path / "payload_ran"
