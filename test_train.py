@@ -436,6 +436,20 @@ def test_clipping_with_a_loss_scaler_clips_the_true_gradients():
         assert torch.allclose(unscaled[name], scaled[name], atol=1e-6), name
 
 
+@pytest.mark.parametrize("grad_clip", [0.5, 0.05])
+def test_clipping_caps_the_gradient_norm_at_grad_clip(grad_clip):
+    # With plain SGD at lr 1 a step moves the weights by exactly the (clipped) gradient, so the
+    # length of the step is the global gradient norm after clipping.
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=8, vocab_size=65, n_layer=1, n_head=2, n_embd=16))
+    before = [p.detach().clone() for p in model.parameters()]
+    x = torch.randint(0, 65, (4, 8), generator=torch.Generator().manual_seed(1))
+    train.train_step(model, torch.optim.SGD(model.parameters(), lr=1.0), lambda: (x, x), 1,
+                     grad_clip=grad_clip)
+    step = torch.sqrt(sum(((p - b) ** 2).sum() for p, b in zip(model.parameters(), before)))
+    assert step.item() == pytest.approx(grad_clip, rel=1e-4)  # the gradient was longer: capped
+
+
 def test_only_float16_runs_use_a_loss_scaler(tmp_path, data_dir):
     # float16's narrow exponent range needs loss scaling; bfloat16 and float32 must not pay for it.
     for dtype, scaled in (("float16", True), ("bfloat16", False)):
@@ -444,18 +458,19 @@ def test_only_float16_runs_use_a_loss_scaler(tmp_path, data_dir):
         assert bool(common.load_checkpoint(out_dir / "ckpt.pt")["scaler"]) == scaled
 
 
-def test_nan_loss_stops_naming_the_iteration_and_keeps_the_checkpoint(tmp_path, data_dir, monkeypatch):
+@pytest.mark.parametrize("bad", ["nan", "inf"])
+def test_nan_loss_stops_naming_the_iteration_and_keeps_the_checkpoint(tmp_path, data_dir, monkeypatch, bad):
     real_step = train.train_step
     calls = []
 
     def step_that_diverges(*args, **kwargs):
         loss = real_step(*args, **kwargs)
         calls.append(1)
-        return loss * float("nan") if len(calls) == 7 else loss  # iteration 6
+        return loss * float(bad) if len(calls) == 7 else loss  # iteration 6
 
     monkeypatch.setattr(train, "train_step", step_that_diverges)
     out_dir = tmp_path / "out"
-    with pytest.raises(TrainingError, match=r"loss is nan at iteration 6.*last good checkpoint.*ckpt.pt"):
+    with pytest.raises(TrainingError, match=rf"loss is {bad} at iteration 6.*last good checkpoint.*ckpt.pt"):
         train.main(tiny_args(out_dir, data_dir))
     checkpoint = common.load_checkpoint(out_dir / "ckpt.pt")
     assert checkpoint["iter_num"] == 4  # the last good one, not overwritten at the end
