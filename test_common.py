@@ -204,6 +204,7 @@ def test_peak_flops_table_prefers_the_most_specific_name():
     assert common.peak_flops_for_name("NVIDIA GeForce RTX 4090") == 165.2e12
     assert common.peak_flops_for_name("Tesla T4") == 65e12
     assert common.peak_flops_for_name("Some Future GPU") is None
+    assert common.peak_flops_for_name("nvidia h200") == common.peak_flops_for_name("NVIDIA H200")
 
 
 # -----------------------------------------------------------------------------

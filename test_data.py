@@ -102,11 +102,17 @@ def test_gpt2_encoding_matches_tiktokens_own_loader(monkeypatch):
 
 
 def test_gpt2_corrupt_asset_is_refused(tmp_path, monkeypatch):
-    (tmp_path / "vocab.bpe").write_bytes((tokenizer.GPT2_ASSETS_DIR / "vocab.bpe").read_bytes() + b"x")
-    (tmp_path / "encoder.json").write_bytes((tokenizer.GPT2_ASSETS_DIR / "encoder.json").read_bytes())
+    assets = tokenizer.GPT2_ASSETS_DIR
+    (tmp_path / "vocab.bpe").write_bytes((assets / "vocab.bpe").read_bytes() + b"x")
+    (tmp_path / "encoder.json").write_bytes((assets / "encoder.json").read_bytes())
     monkeypatch.setattr(tokenizer, "GPT2_ASSETS_DIR", tmp_path)
     with pytest.raises(ValueError, match="vocab.bpe is corrupt"):
         tokenizer.gpt2_encoding.__wrapped__()  # bypass the in-process cache
+    # encoder.json is checked too, even when the change keeps it valid JSON.
+    (tmp_path / "vocab.bpe").write_bytes((assets / "vocab.bpe").read_bytes())
+    (tmp_path / "encoder.json").write_bytes((assets / "encoder.json").read_bytes() + b" ")
+    with pytest.raises(ValueError, match="encoder.json is corrupt"):
+        tokenizer.gpt2_encoding.__wrapped__()
     (tmp_path / "vocab.bpe").unlink()
     with pytest.raises(FileNotFoundError, match="vocab.bpe is missing"):
         tokenizer.gpt2_encoding.__wrapped__()
