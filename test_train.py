@@ -396,6 +396,16 @@ def test_eval_only_reproduces_the_logged_val_loss_and_writes_nothing(data_dir, s
     assert {p.name: file_digest(p) for p in straight_dir.iterdir()} == digests
 
 
+def test_eval_only_into_a_run_folder_is_allowed_and_writes_nothing(data_dir, straight_run):
+    # e.g. config/eval_gpt2.py pointed at an out_dir that holds a run: evaluating a fresh or
+    # pretrained model there writes nothing, so there is nothing to refuse.
+    straight_dir, _ = straight_run
+    digests = {p.name: file_digest(p) for p in straight_dir.iterdir()}
+    result = train.main(tiny_args(straight_dir, data_dir, init_from="scratch", eval_only=True))
+    assert result["val_loss"] > 3.5  # an untrained model (ln 65 = 4.2), not the run's checkpoint
+    assert {p.name: file_digest(p) for p in straight_dir.iterdir()} == digests
+
+
 def test_scratch_into_an_existing_checkpoint_refuses_unless_overwrite(tmp_path, data_dir):
     out_dir = tmp_path / "out"
     train.main(tiny_args(out_dir, data_dir, max_iters=4))
