@@ -232,12 +232,13 @@ def main(argv=None):
         meta = load_meta(dataset_dir)
         # Token ids only mean the same thing under the same vocabulary: two character-level
         # datasets number their characters differently unless they have the very same set.
-        if meta["tokenizer"] != tokenizer.name or meta.get("chars") != getattr(tokenizer, "chars", None):
-            data_vocab = tokenizer_from_meta(meta).vocab_size
-            raise ValueError(f"dataset {cfg.dataset!r} was tokenized with a {meta['tokenizer']} "
-                             f"vocabulary of {data_vocab} tokens, not the model's ({tokenizer.name}, "
-                             f"{tokenizer.vocab_size} tokens): its token ids would mean other "
-                             f"tokens to the model. "
+        data_tokenizer = tokenizer_from_meta(meta)
+        if (data_tokenizer.name != tokenizer.name  # a GPT-2 tokenizer has no chars: None == None
+                or getattr(data_tokenizer, "chars", None) != getattr(tokenizer, "chars", None)):
+            raise ValueError(f"dataset {cfg.dataset!r} was tokenized with a {data_tokenizer.name} "
+                             f"vocabulary of {data_tokenizer.vocab_size} tokens, not the model's "
+                             f"({tokenizer.name}, {tokenizer.vocab_size} tokens): its token ids "
+                             f"would mean other tokens to the model. "
                              + ("Prepare the text with --tokenizer=gpt2" if tokenizer.name == "gpt2"
                                 else "Evaluate on the dataset the model was trained on"))
         result = perplexity(model, load_split(dataset_dir, cfg.split), cfg.batch_size,

@@ -430,33 +430,33 @@ def test_always_save_checkpoint_false_saves_only_improvements(tmp_path, data_dir
     assert saved == saved_at
 
 
+def clipped_sgd_step(grad_clip, scaler=None, lr=1.0):
+    """One train_step of a fresh tiny model (fixed seed and batch) with plain SGD; returns the
+    parameters before and after it."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=8, vocab_size=65, n_layer=1, n_head=2, n_embd=16))
+    before = [p.detach().clone() for p in model.parameters()]
+    x = torch.randint(0, 65, (4, 8), generator=torch.Generator().manual_seed(1))
+    train.train_step(model, torch.optim.SGD(model.parameters(), lr=lr), lambda: (x, x), 1, scaler,
+                     grad_clip=grad_clip)
+    return before, [p.detach().clone() for p in model.parameters()]
+
+
 def test_clipping_with_a_loss_scaler_clips_the_true_gradients():
     # float16 training multiplies the loss by a large scale; clipping must see the gradients
     # after unscaling, so a scaled step ends where the same step without a scaler does.
-    def one_step(scaler):
-        torch.manual_seed(0)
-        model = GPT(GPTConfig(block_size=8, vocab_size=65, n_layer=1, n_head=2, n_embd=16))
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-        x = torch.randint(0, 65, (4, 8), generator=torch.Generator().manual_seed(1))
-        train.train_step(model, optimizer, lambda: (x, x), 1, scaler, grad_clip=0.01)
-        return model.state_dict()
-    unscaled = one_step(None)
-    scaled = one_step(torch.amp.GradScaler("cpu", init_scale=1024.0))
-    for name in unscaled:
-        assert torch.allclose(unscaled[name], scaled[name], atol=1e-6), name
+    _, unscaled = clipped_sgd_step(0.01, lr=0.1)
+    _, scaled = clipped_sgd_step(0.01, torch.amp.GradScaler("cpu", init_scale=1024.0), lr=0.1)
+    for i, (a, b) in enumerate(zip(unscaled, scaled)):
+        assert torch.allclose(a, b, atol=1e-6), i
 
 
 @pytest.mark.parametrize("grad_clip", [0.5, 0.05])
 def test_clipping_caps_the_gradient_norm_at_grad_clip(grad_clip):
     # With plain SGD at lr 1 a step moves the weights by exactly the (clipped) gradient, so the
     # length of the step is the global gradient norm after clipping.
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(block_size=8, vocab_size=65, n_layer=1, n_head=2, n_embd=16))
-    before = [p.detach().clone() for p in model.parameters()]
-    x = torch.randint(0, 65, (4, 8), generator=torch.Generator().manual_seed(1))
-    train.train_step(model, torch.optim.SGD(model.parameters(), lr=1.0), lambda: (x, x), 1,
-                     grad_clip=grad_clip)
-    step = torch.sqrt(sum(((p - b) ** 2).sum() for p, b in zip(model.parameters(), before)))
+    before, after = clipped_sgd_step(grad_clip)
+    step = torch.sqrt(sum(((a - b) ** 2).sum() for a, b in zip(after, before)))
     assert step.item() == pytest.approx(grad_clip, rel=1e-4)  # the gradient was longer: capped
 
 
