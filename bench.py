@@ -15,7 +15,7 @@ bf16 FLOP/s spent on the model's own maths (6 FLOPs per parameter per token plus
 GPT.flops_per_token). MFU is left out on CPU, which has no meaningful published peak.
 
 Batches are random token ids made on the device by default, so the figure is the model's speed
-alone; --dataset=NAME reads real batches with train.py's BatchLoader instead.
+alone; --dataset=NAME reads real batches with data.py's BatchLoader (what train.py reads) instead.
 
 Generation mode generates max_new_tokens after the same prompt with the KV cache and without
 it, and reports tokens/s for each (median over `repeats` runs, the two paths taking turns) and
@@ -29,13 +29,16 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 
 import common
+from common import ConfigError
+from configurator import parse_config
+from data import BatchLoader, dataset_path
 from model import GPT, GPTConfig
-from train import BatchLoader, TrainConfig, configure_optimizer, train_step
+from train import TrainConfig, configure_optimizer, train_step
 
 # Model shapes to benchmark. The character-level ones are read from train.py's own settings,
 # so they follow the recipes when those change: "quickstart" is train.py's default (CPU) model,
@@ -50,15 +53,16 @@ PRESETS = {
 
 @dataclass
 class BenchConfig:
-    mode: str = "train"  # "train" or "generate"
-    preset: str = "gpt2"  # a model shape from PRESETS; n_layer etc. below override it
-    n_layer: Optional[int] = None
-    n_head: Optional[int] = None
-    n_embd: Optional[int] = None
-    block_size: Optional[int] = None
-    vocab_size: Optional[int] = None
+    mode: Literal["train", "generate"] = "train"  # time the training step, or generation with and without the KV cache
+    # a model shape from PRESETS; n_layer etc. below override it
+    preset: Literal["gpt2", "gpt2-medium", "quickstart", "baby"] = "gpt2"
+    n_layer: Optional[int] = None  # transformer blocks; None = the preset's
+    n_head: Optional[int] = None  # attention heads; None = the preset's
+    n_embd: Optional[int] = None  # width of the residual stream; None = the preset's
+    block_size: Optional[int] = None  # context length; None = the preset's
+    vocab_size: Optional[int] = None  # vocabulary size; None = the preset's
     batch_size: Optional[int] = None  # None = the recipe's (baby on CPU: 4); gpt2: 16 on a GPU, 4 on CPU
-    gradient_accumulation_steps: int = 1
+    gradient_accumulation_steps: int = 1  # micro-steps per timed optimizer step
     dataset: Optional[str] = None  # None = random tokens; else a prepared dataset (train.py's loader)
     warmup_iters: int = 5  # untimed steps first (compilation, memory allocation, cuDNN autotuning)
     iters: int = 10  # timed steps; the median is reported
@@ -68,27 +72,23 @@ class BenchConfig:
     compile: Optional[bool] = None  # None = on for CUDA, off elsewhere
     # torch.compile's mode: "default", "max-autotune-no-cudagraphs" (tries several kernels per
     # matmul, slow to compile), "max-autotune" (the same plus CUDA graphs), "reduce-overhead"
-    compile_mode: str = "default"
-    attention_backend: str = "auto"  # CUDA: "auto" (PyTorch picks), or force "flash", "cudnn", "efficient"
-    device: str = "auto"
-    dtype: str = "auto"
-    seed: int = 1337
-    profile: bool = False  # write a torch.profiler trace (open in chrome://tracing or Perfetto)
-    trace_path: str = "bench_trace.json"
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
+    # CUDA: "auto" (PyTorch picks), or force one fused-attention kernel family
+    attention_backend: Literal["auto", "flash", "cudnn", "efficient"] = "auto"
+    device: str = "auto"  # 'auto' = cuda, then mps, then cpu; or e.g. 'cpu', 'cuda:1'
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # 'auto' = bfloat16 on recent GPUs, float32 on CPU
+    seed: int = 1337  # model init and the random batches
+    profile: bool = False  # print the costliest operations and write a torch.profiler trace
+    trace_path: str = "bench_trace.json"  # where --profile writes the trace (chrome://tracing or Perfetto)
     json: bool = False  # print one JSON object with every figure at the end
-
-
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def recipe(preset):
     """The TrainConfig of a character-level preset (a list of train.py arguments in PRESETS)."""
-    return common.parse_config(TrainConfig(), PRESETS[preset])
+    return parse_config(TrainConfig(), PRESETS[preset])
 
 
 def model_config(cfg):
-    if cfg.preset not in PRESETS:
-        raise common.ConfigError(f"preset={cfg.preset!r} is not one of {', '.join(PRESETS)}")
     if isinstance(PRESETS[cfg.preset], list):
         t = recipe(cfg.preset)
         shape = dict(n_layer=t.n_layer, n_head=t.n_head, n_embd=t.n_embd, block_size=t.block_size,
@@ -126,8 +126,7 @@ def bench_train(cfg, device, dtype):
 
     T = config.block_size
     if cfg.dataset:
-        from prepare import DATA_DIR
-        loader = BatchLoader(Path(DATA_DIR) / cfg.dataset, batch_size, T, device, cfg.seed)
+        loader = BatchLoader(dataset_path(cfg.dataset), batch_size, T, device, cfg.seed)
         get_batch = lambda: loader.get_batch("train")
     else:
         def get_batch():
@@ -225,8 +224,6 @@ def force_attention_backend(name):
     toggles = {"flash": torch.backends.cuda.enable_flash_sdp,
                "efficient": torch.backends.cuda.enable_mem_efficient_sdp,
                "cudnn": torch.backends.cuda.enable_cudnn_sdp}
-    if name not in toggles:
-        raise common.ConfigError(f"attention_backend={name!r}: use auto, {', '.join(toggles)}")
     for backend, enable in toggles.items():
         enable(backend == name)
     torch.backends.cuda.enable_math_sdp(False)  # fail loudly rather than fall back silently
@@ -258,16 +255,12 @@ def device_name(device):
 
 
 def main(argv=None):
-    cfg = common.parse_config(BenchConfig(), sys.argv[1:] if argv is None else argv)
-    if cfg.mode not in ("train", "generate"):
-        raise common.ConfigError(f"mode={cfg.mode!r}: use --mode=train or --mode=generate")
+    cfg = parse_config(BenchConfig(), sys.argv[1:] if argv is None else argv, usage=__doc__)
     for name in ("iters", "repeats", "max_new_tokens", "prompt_tokens", "gradient_accumulation_steps"):
         if getattr(cfg, name) < 1:
-            raise common.ConfigError(f"{name} must be at least 1, got {getattr(cfg, name)}")
-    if cfg.compile_mode not in COMPILE_MODES:
-        raise common.ConfigError(f"compile_mode={cfg.compile_mode!r}: use one of {', '.join(COMPILE_MODES)}")
+            raise ConfigError(f"{name} must be at least 1, got {getattr(cfg, name)}")
     if cfg.warmup_iters < 0:
-        raise common.ConfigError(f"warmup_iters must be >= 0, got {cfg.warmup_iters}")
+        raise ConfigError(f"warmup_iters must be >= 0, got {cfg.warmup_iters}")
     device = common.pick_device(cfg.device)
     dtype = common.pick_dtype(device, cfg.dtype)
     result = bench_train(cfg, device, dtype) if cfg.mode == "train" else bench_generate(cfg, device, dtype)
@@ -278,4 +271,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(common.run_command(main, (common.ConfigError, FileNotFoundError, ValueError)))
+    sys.exit(common.run_command(main))

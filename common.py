@@ -1,40 +1,54 @@
 """
-Shared helpers for train.py, sample.py, bench.py and eval.py: one implementation of each.
+What every script shares that is neither the model nor the training loop: the device, the
+precision, and how a user's mistake is reported.
 
-Three things live here, because every script needs them and copies would drift apart:
+1. User errors: `UserError` is the base class of every problem a user can fix (a bad option, a
+   missing dataset or checkpoint, a failed download). Each module that can raise one derives its
+   own from it: `ConfigError` here, `CheckpointError` in checkpoint.py, `DataError` in data.py,
+   `DownloadError` in download.py, `TrainingError` in train.py. `run_command()` runs a script's
+   main() and turns exactly those into one line naming the fix; any other exception is a bug and
+   keeps its whole traceback.
+2. Device and dtype: which device to run on (cuda, then mps, then cpu), which precision
+   (bfloat16 where the GPU supports it, float16 on older GPUs, float32 elsewhere), the autocast
+   context that applies it, a `synchronize()` that is a no-op on CPU so timing code has no
+   `if cuda` branches, and `peak_flops()` for model-FLOPs-utilisation (MFU).
 
-1. Device and dtype: which device to run on (cuda, then mps, then cpu), which precision
-   (bfloat16 where the GPU supports it, float16 on older GPUs, float32 elsewhere), the
-   autocast context that applies it, a `synchronize()` that is a no-op on CPU so timing code
-   has no `if cuda` branches, and `peak_flops()` for model-FLOPs-utilisation (MFU).
-2. Configuration: a run is configured by a dataclass. `parse_config()` reads config files
-   (plain Python assignments, executed into a fresh dict, never into globals()) and
-   `--key=value` overrides, checks every name and type against the dataclass, and returns a
-   new instance. A typo is an error that names the closest valid key, not a silent new variable.
-3. Checkpoints: `save_checkpoint()` writes atomically (a killed run never leaves a half-written
-   file where the last good one was) and `load_checkpoint()` loads with weights_only=True, so a
-   checkpoint can hold tensors, numbers, strings and containers, but never code that runs
-   when the file is opened.
-4. The command line: `run_command()` runs a script's main() so that the problems a user can fix
-   end in one line naming the problem and the fix, not a traceback.
-
+Config parsing is in configurator.py, checkpoints in checkpoint.py, data in data.py.
 Design choices: plain functions with explicit arguments (tests call them directly), no work at
-import time, and every error message names what went wrong and what to do about it.
+import time.
 """
 
-import ast
 import contextlib
-import dataclasses
-import difflib
-import inspect
-import os
-import pickle
-import re
 import sys
-import types
-import typing
 
 import torch
+
+# -----------------------------------------------------------------------------
+# User errors
+
+
+class UserError(Exception):
+    """A problem the user can fix. The message names what went wrong and what to do about it."""
+
+
+class ConfigError(UserError):
+    """A setting that cannot be used: unknown key, wrong type, value out of range, no such device."""
+
+
+def run_command(main):
+    """Run main() for a script's `if __name__ == "__main__"`; return the exit status.
+
+    A UserError's message already names the problem and the fix, so it is printed as one line
+    (exit status 1). Anything else is a bug, in this code or in a library, and keeps its
+    traceback: catching a broad built-in such as ValueError here would hide those.
+    """
+    try:
+        main()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
 
 # -----------------------------------------------------------------------------
 # Device and dtype
@@ -166,360 +180,3 @@ def peak_flops(device):
     if device.split(":")[0] != "cuda":
         return None
     return peak_flops_for_name(torch.cuda.get_device_name(torch.device(device)))
-
-
-# -----------------------------------------------------------------------------
-# Configuration
-
-
-class ConfigError(ValueError):
-    """A config file or --key=value argument that does not fit the config dataclass."""
-
-
-def parse_config(defaults, argv):
-    """Return a new config: `defaults` (a dataclass instance) updated from `argv`, in order.
-
-    argv items are either config file paths (`config/train_shakespeare_char.py`) or
-    `--key=value` overrides. Later items override earlier ones, so
-    `config/foo.py --batch_size=8` takes foo.py's settings but batch_size=8.
-    Every key must be a field of the dataclass and every value must fit the field's type.
-    """
-    if not dataclasses.is_dataclass(defaults) or isinstance(defaults, type):
-        raise TypeError(f"parse_config expects a dataclass instance, got {defaults!r}")
-    type_hints = typing.get_type_hints(type(defaults))
-    field_types = {f.name: type_hints[f.name] for f in dataclasses.fields(defaults) if f.init}
-
-    overrides = {}
-    for arg in argv:
-        if arg.startswith("--"):
-            key, value = _parse_override(arg, field_types)
-            overrides[key] = value
-        else:
-            overrides.update(_read_config_file(arg, field_types))
-    # replace() builds a new instance, so `defaults` is never modified.
-    return dataclasses.replace(defaults, **overrides)
-
-
-def _parse_override(arg, field_types):
-    """Turn "--key=value" into (key, typed value)."""
-    if "=" not in arg:
-        _check_known_key(arg[2:], field_types, source="on the command line")
-        raise ConfigError(f"{arg!r} has no value: write {arg}=VALUE "
-                          f"(for a flag, {arg}=True or {arg}=False)")
-    # Split on the first "=" only, so a value may itself contain "=" (--prompt="a=b").
-    key, raw_value = arg[2:].split("=", 1)
-    _check_known_key(key, field_types, source="on the command line")
-    expected = field_types[key]
-    try:
-        # literal_eval understands Python literals (3, 3e-4, True, None, 'text', (1, 2))
-        # and, unlike eval, can never run code.
-        value = ast.literal_eval(raw_value)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        value = raw_value
-    if not _fits(value, expected) and _accepts_str(expected):
-        # For text fields the raw string is what was meant: --out_dir=out-foo (not a literal)
-        # or --run_name=2024 (a literal int, but the field wants text).
-        value = raw_value
-    return key, _convert(key, value, expected, source=f"--{key}={raw_value}")
-
-
-def _read_config_file(path, field_types):
-    """Execute a config file into a fresh dict and return its settings, checked and typed."""
-    if not os.path.isfile(path):
-        raise ConfigError(f"config file not found: {path} "
-                          "(arguments without -- are config file paths; overrides are written --key=value)")
-    with open(path, encoding="utf-8") as f:
-        source = f.read()
-    # A fresh namespace, never globals(): the file can only produce settings, and we look at
-    # each one. compile() with the path makes tracebacks point at the config file's lines.
-    namespace = {}
-    exec(compile(source, path, "exec"), namespace)
-
-    settings = {}
-    for key, value in namespace.items():
-        # Skip private helpers (_x, __builtins__) and things that are not settings:
-        # `import math` or a helper function/class in the file.
-        not_a_setting = inspect.ismodule(value) or inspect.isroutine(value) or inspect.isclass(value)
-        if key.startswith("_") or not_a_setting:
-            continue
-        _check_known_key(key, field_types, source=f"in {path}")
-        settings[key] = _convert(key, value, field_types[key], source=f"{path}: {key} = {value!r}")
-    return settings
-
-
-def _check_known_key(key, field_types, source):
-    if key not in field_types:
-        raise ConfigError(f"unknown config key {key!r} {source}" + _valid_keys_hint(key, field_types))
-
-
-def _valid_keys_hint(key, field_types):
-    # difflib catches typos (learning_rte -> learning_rate); with no close match, list them all.
-    close = difflib.get_close_matches(key, field_types, n=1, cutoff=0.6)
-    if close:
-        return f"; did you mean {close[0]!r}?"
-    return "; valid keys are: " + ", ".join(sorted(field_types))
-
-
-def _convert(key, value, expected, source):
-    """Return `value` converted to the field type `expected`, or raise ConfigError."""
-    if not _fits(value, expected):
-        hint = " (write True or False)" if _is_bool_type(expected) else ""
-        raise ConfigError(f"{source}: {key} expects {_type_name(expected)}, "
-                          f"got {value!r} ({type(value).__name__}){hint}")
-    # An int for a float field is fine (--lr=1 means 1.0), but store a real float so the
-    # dataclass holds what its annotation says.
-    if _float_wanted(value, expected):
-        return float(value)
-    # literal_eval gives a list for [1, 2] and a tuple for (1, 2); store what the field says.
-    if typing.get_origin(expected) in (list, tuple) and value is not None:
-        return typing.get_origin(expected)(value)
-    return value
-
-
-def _fits(value, expected):
-    """Does `value` fit the type annotation `expected`? (the few types configs use)"""
-    if expected is typing.Any:
-        return True
-    origin = typing.get_origin(expected)
-    args = typing.get_args(expected)
-    if origin is typing.Union or origin is types.UnionType:  # Optional[int], int | None
-        return any(_fits(value, arg) for arg in args)
-    if origin is typing.Literal:  # Literal["auto", "float32", ...]
-        return value in args
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            return False
-        if origin is tuple and args and args[-1] is not Ellipsis:  # tuple[float, float]
-            return len(value) == len(args) and all(_fits(v, a) for v, a in zip(value, args))
-        return all(_fits(v, args[0]) for v in value) if args else True
-    if expected is type(None):
-        return value is None
-    # bool is a subclass of int in Python, so check it first and strictly:
-    # --compile=1 is rejected rather than guessed.
-    if expected is bool:
-        return isinstance(value, bool)
-    if expected is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if expected is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if isinstance(expected, type):
-        return isinstance(value, expected)
-    return True  # an annotation we do not understand: do not block the user
-
-
-def _float_wanted(value, expected):
-    if isinstance(value, bool) or not isinstance(value, int):
-        return False
-    is_union = typing.get_origin(expected) in (typing.Union, types.UnionType)
-    options = typing.get_args(expected) if is_union else (expected,)
-    return float in options and int not in options
-
-
-def _accepts_str(expected):
-    origin = typing.get_origin(expected)
-    if origin is typing.Union or origin is types.UnionType:
-        return any(_accepts_str(arg) for arg in typing.get_args(expected))
-    if origin is typing.Literal:
-        return any(isinstance(arg, str) for arg in typing.get_args(expected))
-    return expected is str
-
-
-def _is_bool_type(expected):
-    return expected is bool or bool in typing.get_args(expected)
-
-
-def _type_name(expected):
-    origin = typing.get_origin(expected)
-    if origin is typing.Union or origin is types.UnionType:
-        return " or ".join(_type_name(arg) for arg in typing.get_args(expected))
-    if origin is typing.Literal:
-        return "one of " + ", ".join(repr(arg) for arg in typing.get_args(expected))
-    if expected is type(None):
-        return "None"
-    if isinstance(expected, type) and origin is None:
-        return expected.__name__
-    return str(expected).replace("typing.", "")
-
-
-def config_to_dict(config):
-    """Return the config as a plain dict: what a checkpoint stores (weights_only can load it)."""
-    return dataclasses.asdict(config)
-
-
-def print_config(config, file=None):
-    """Print one `key = value` line per field.
-
-    The output is itself a valid config file, so a run's settings can be pasted into
-    config/*.py to reproduce it.
-    """
-    file = sys.stdout if file is None else file
-    values = config_to_dict(config)
-    width = max((len(key) for key in values), default=0)
-    for key, value in values.items():
-        print(f"{key:<{width}} = {value!r}", file=file)
-
-
-# -----------------------------------------------------------------------------
-# Command line
-
-
-def run_command(main, expected):
-    """Run main() for a script's `if __name__ == "__main__"`; return the exit status.
-
-    `expected` are the exception types of problems the user can fix: a bad option, a missing
-    file or checkpoint, a failed download. Their messages already name the problem and the fix,
-    so they are printed as one line (exit status 1). Any other exception is a bug and keeps its
-    traceback.
-    """
-    try:
-        main()
-    except expected as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
-
-
-# -----------------------------------------------------------------------------
-# Checkpoints
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be saved or loaded; the message names the file and what to do."""
-
-
-def save_checkpoint(obj, path):
-    """Save `obj` (dicts/lists/numbers/strings/tensors) to `path` atomically.
-
-    torch.save writes a large file over seconds; a run killed halfway (Ctrl-C, out of time,
-    out of memory) would leave a truncated file in place of the last good checkpoint. So we
-    write a temporary file in the same directory, force it to disk, and only then rename it
-    over `path`. os.replace is atomic: readers see the old file or the new one, never half.
-    The temp file must be in the same directory because a rename across filesystems is a copy.
-    """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp_path = path + ".tmp"
-    try:
-        with open(tmp_path, "wb") as f:
-            torch.save(obj, f)
-            f.flush()  # Python's buffer -> the OS
-            os.fsync(f.fileno())  # the OS's cache -> the disk, before the rename makes it visible
-        _refuse_unloadable(tmp_path, final_path=path)
-        os.replace(tmp_path, path)
-    except BaseException:
-        # Whatever went wrong (including KeyboardInterrupt), the old checkpoint at `path` is
-        # untouched; remove the partial temp file so it cannot be mistaken for a checkpoint.
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp_path)
-        raise
-    _fsync_directory(directory)
-
-
-def _refuse_unloadable(tmp_path, final_path):
-    """Fail at save time, not at resume time, if load_checkpoint would refuse the file.
-
-    weights_only loading accepts tensors, numbers, strings and containers only. A numpy
-    scalar (np.float32 loss) or a dataclass instance would be saved fine and refused on load,
-    hours later. get_unsafe_globals_in_checkpoint reads only the small pickle part of the file.
-    """
-    unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(tmp_path)
-    if unsafe:
-        raise CheckpointError(
-            f"not saving {final_path}: it would contain {', '.join(unsafe)}, which "
-            "load_checkpoint (weights_only=True) refuses. Store only tensors, numbers, strings, "
-            "lists and dicts: e.g. float(x) for numpy numbers, config_to_dict(cfg) for a config.")
-
-
-def _fsync_directory(directory):
-    # The rename is an entry in the directory; fsync the directory so it survives a power cut.
-    # Windows cannot open a directory this way, and its rename is durable enough for us.
-    if os.name != "posix":
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def load_checkpoint(path, map_location="cpu",
-                    if_missing="train a model first (which writes it), check out_dir, "
-                               "or start fresh with --init_from=scratch"):
-    """Load a checkpoint saved by save_checkpoint; raise CheckpointError if it cannot be used.
-
-    weights_only=True means torch refuses anything but tensors, numbers, strings and
-    containers. A .pt file is a pickle, and a plain pickle can run any code when loaded, so a
-    downloaded checkpoint must never be loaded with weights_only=False unless you trust it.
-    map_location="cpu" loads onto the CPU first, so a checkpoint saved on a GPU loads anywhere.
-    if_missing: the advice when there is no file; the default is train.py's (resuming).
-    """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise CheckpointError(f"no checkpoint at {path}: {if_missing}")
-    if os.path.isdir(path):
-        raise CheckpointError(f"{path} is a directory, not a checkpoint file; "
-                              "point to the .pt file inside it (e.g. out_dir/ckpt.pt)")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-        if refused:
-            raise CheckpointError(
-                f"refused to load {path}: it holds code or Python objects outside plain tensors "
-                f"and containers ({refused.group(1)}). Nothing in it was run. Only load it with "
-                "torch.load(weights_only=False) if you trust where it came from.") from e
-        raise _corrupt_error(path, e) from e
-    except PermissionError:
-        raise
-    except Exception as e:  # torch raises RuntimeError, EOFError, OSError, ... for damaged files
-        raise _corrupt_error(path, e) from e
-
-
-def _corrupt_error(path, error):
-    # torch's own messages run to several sentences; the first one says what failed.
-    reason = str(error).strip().split(". ")[0].splitlines()[0] if str(error).strip() else ""
-    detail = f"{type(error).__name__}: {reason[:200]}" if reason else type(error).__name__
-    return CheckpointError(
-        f"cannot load {path}: it is truncated or corrupt (was the run killed while writing?) "
-        f"[{detail}]. Delete it and resume from another checkpoint, "
-        "or start fresh with --init_from=scratch")
-
-
-# -----------------------------------------------------------------------------
-# A trained model for inference (sample.py, eval.py)
-
-
-def load_model(init_from, out_dir, device):
-    """Return (model in eval mode on `device`, its tokenizer, a description of where it came from).
-
-    init_from="resume" reads out_dir/ckpt.pt, written by train.py, which carries the dataset's
-    tokenizer description ("meta"), so a checkpoint is usable without its dataset folder.
-    Anything else is a GPT-2 name (gpt2, gpt2-medium, ...) or a Hugging Face GPT-2 folder.
-    """
-    from model import GPT, GPTConfig
-    from tokenizer import GPT2Tokenizer, tokenizer_from_meta
-
-    if init_from == "resume":
-        path = os.path.join(out_dir, "ckpt.pt")
-        checkpoint = load_checkpoint(path, if_missing="train one first (`python train.py` writes "
-                                     "out/ckpt.pt), point --out_dir at a training run, or use "
-                                     "--init_from=gpt2 for OpenAI's weights")
-        model = GPT(GPTConfig(**checkpoint["model_args"]))
-        model.load_state_dict(checkpoint["model"])
-        if "meta" not in checkpoint:
-            raise CheckpointError(f"{path} does not say which tokenizer it was trained with "
-                                  "(no 'meta'); it was not written by this project's train.py")
-        meta = checkpoint["meta"]
-        source = f"{path} (iteration {checkpoint['iter_num']}, dataset {meta.get('name', '?')})"
-    else:
-        model = GPT.from_pretrained(init_from)
-        meta = {"tokenizer": "gpt2"}
-        source = init_from
-    tokenizer = tokenizer_from_meta(meta) if meta["tokenizer"] != "gpt2" else GPT2Tokenizer()
-    if tokenizer.vocab_size != model.config.vocab_size:
-        raise CheckpointError(
-            f"{source}: the model's vocabulary has {model.config.vocab_size} tokens but its "
-            f"{tokenizer.name} tokenizer has {tokenizer.vocab_size}; the checkpoint and its "
-            "tokenizer do not belong together")
-    return model.to(device).eval(), tokenizer, source

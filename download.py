@@ -30,6 +30,8 @@ from pathlib import Path
 
 import requests
 
+from common import UserError
+
 HF_DEFAULT_ENDPOINT = "https://huggingface.co"
 CHUNK_SIZE = 1 << 20  # 1 MiB: large enough to be fast, small enough to show progress
 
@@ -40,7 +42,7 @@ NETWORK_FIX = (
 )
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError):
     """A download failed. Carries the URL, what went wrong, and what to do about it."""
 
     def __init__(self, url: str, why: str, fix: str):

@@ -27,17 +27,19 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
-import numpy as np
 import torch
 from torch.nn import functional as F
 
-from common import (CheckpointError, ConfigError, autocast, load_model, parse_config, pick_device,
-                    pick_dtype, run_command)
+from checkpoint import load_model
+from common import ConfigError, autocast, pick_device, pick_dtype, run_command
+from configurator import help_text, parse_config
+from data import DataError, consecutive_batches, dataset_path, load_meta
 from download import DownloadError, cache_dir, download
 from tokenizer import tokenizer_from_meta
+
+TASKS = ("perplexity", "hellaswag")
 
 # The official validation set (10,042 items) from the HellaSwag authors' repository. Override
 # the base with HELLASWAG_BASE_URL to use a mirror.
@@ -48,14 +50,14 @@ HELLASWAG_FILE = "hellaswag_val.jsonl"
 @dataclass
 class EvalConfig:
     init_from: str = "resume"  # "resume" = out_dir/ckpt.pt; or gpt2, gpt2-medium, ... or a HF folder
-    out_dir: str = "out"
-    dataset: str = "shakespeare_char"  # perplexity: which prepared dataset's val split
-    split: str = "val"
+    out_dir: str = "out"  # the training run to evaluate (with init_from="resume")
+    dataset: str = "shakespeare_char"  # perplexity: which prepared dataset (data/<dataset>/)
+    split: Literal["val", "train"] = "val"  # perplexity: which split of it
     max_tokens: Optional[int] = None  # perplexity: stop after this many tokens (None = all)
     limit: Optional[int] = None  # hellaswag: only the first N items (None = all 10,042)
     batch_size: int = 8  # windows (perplexity) or items (hellaswag, 4 rows each) per forward
-    device: str = "auto"
-    dtype: str = "auto"
+    device: str = "auto"  # 'auto' = cuda, then mps, then cpu; or e.g. 'cpu', 'cuda:1'
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # 'auto' = bfloat16 on recent GPUs, float32 on CPU
     json: bool = False  # print one JSON object with the results at the end
 
 
@@ -64,29 +66,16 @@ class EvalConfig:
 # --------------------------------------------------------------------------------------------
 
 @torch.no_grad()
-def perplexity(model, arrays, batch_size=8, max_tokens=None, device="cpu", ctx=None):
+def perplexity(model, batches, max_tokens=None, ctx=None):
     """
-    Exact mean loss and perplexity over token arrays (one per file/shard), read in consecutive
-    non-overlapping windows of block_size + 1 tokens: each window predicts its last block_size
-    tokens. Returns dict(loss, ppl, tokens).
+    Exact mean loss and perplexity over (x, y) batches, where targets of -1 are padding (not
+    scored): data.consecutive_batches() gives every token of a split once. The loss is summed
+    over tokens and divided once at the end, so each token counts the same whatever batch or
+    window it fell in. Returns dict(loss, ppl, tokens).
     """
-    T = model.config.block_size
-    windows = []  # (array index, start)
-    for a, tokens in enumerate(arrays):
-        windows += [(a, s) for s in range(0, len(tokens) - 1, T)]
     total_loss, total_tokens = 0.0, 0
     model.eval()
-    for i in range(0, len(windows), batch_size):
-        rows = []
-        for a, s in windows[i:i + batch_size]:
-            rows.append(torch.from_numpy(arrays[a][s:s + T + 1].astype(np.int64)))
-        # The last window of a file can be shorter: pad it, and mark the padding with -1 so
-        # the loss ignores it (cross_entropy's ignore_index).
-        width = max(len(r) for r in rows)
-        batch = torch.full((len(rows), width), -1, dtype=torch.long)
-        for j, r in enumerate(rows):
-            batch[j, :len(r)] = r
-        x, y = batch[:, :-1].clamp(min=0).to(device), batch[:, 1:].to(device)
+    for x, y in batches:
         with ctx or contextlib.nullcontext():  # no_grad is already on
             logits, _ = model(x)
         loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1),
@@ -96,7 +85,7 @@ def perplexity(model, arrays, batch_size=8, max_tokens=None, device="cpu", ctx=N
         if max_tokens is not None and total_tokens >= max_tokens:
             break
     if total_tokens == 0:
-        raise ValueError("no tokens to evaluate: the split is empty or shorter than 2 tokens")
+        raise DataError("no tokens to evaluate: the split is empty or shorter than 2 tokens")
     mean = total_loss / total_tokens
     return dict(loss=mean, ppl=math.exp(mean), tokens=total_tokens)
 
@@ -212,14 +201,15 @@ def hellaswag(model, items, tokenizer, batch_size=8, device="cpu", ctx=None, pro
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    tasks = ("perplexity", "hellaswag")
-    if not argv:
-        print(__doc__)  # no arguments at all: show the usage
-    if not argv or argv[0] not in tasks:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(help_text(EvalConfig, usage=__doc__))  # the usage, then every option
+        if argv:
+            return 0
+    if not argv or argv[0] not in TASKS:
         given = f"unknown task {argv[0]!r}: " if argv else ""
-        raise ConfigError(f"{given}the first argument must be the task: {' or '.join(tasks)}, "
+        raise ConfigError(f"{given}the first argument must be the task: {' or '.join(TASKS)}, "
                           "e.g. python eval.py perplexity --out_dir=out")
-    task, cfg = argv[0], parse_config(EvalConfig(), argv[1:])
+    task, cfg = argv[0], parse_config(EvalConfig(), argv[1:], usage=__doc__)
     device = pick_device(cfg.device)
     dtype = pick_dtype(device, cfg.dtype)
     ctx = autocast(device, dtype)
@@ -227,22 +217,20 @@ def main(argv=None):
     print(f"evaluating {source} on {device} ({dtype})", file=sys.stderr)
 
     if task == "perplexity":
-        from prepare import DATA_DIR, load_meta, load_split
-        dataset_dir = Path(DATA_DIR) / cfg.dataset
-        meta = load_meta(dataset_dir)
+        dataset_dir = dataset_path(cfg.dataset)
         # Token ids only mean the same thing under the same vocabulary: two character-level
         # datasets number their characters differently unless they have the very same set.
-        data_tokenizer = tokenizer_from_meta(meta)
+        data_tokenizer = tokenizer_from_meta(load_meta(dataset_dir))
         if (data_tokenizer.name != tokenizer.name  # a GPT-2 tokenizer has no chars: None == None
                 or getattr(data_tokenizer, "chars", None) != getattr(tokenizer, "chars", None)):
-            raise ValueError(f"dataset {cfg.dataset!r} was tokenized with a {data_tokenizer.name} "
-                             f"vocabulary of {data_tokenizer.vocab_size} tokens, not the model's "
-                             f"({tokenizer.name}, {tokenizer.vocab_size} tokens): its token ids "
-                             f"would mean other tokens to the model. "
-                             + ("Prepare the text with --tokenizer=gpt2" if tokenizer.name == "gpt2"
-                                else "Evaluate on the dataset the model was trained on"))
-        result = perplexity(model, load_split(dataset_dir, cfg.split), cfg.batch_size,
-                            cfg.max_tokens, device, ctx)
+            raise DataError(f"dataset {cfg.dataset!r} was tokenized with a {data_tokenizer.name} "
+                            f"vocabulary of {data_tokenizer.vocab_size} tokens, not the model's "
+                            f"({tokenizer.name}, {tokenizer.vocab_size} tokens): its token ids "
+                            f"would mean other tokens to the model. "
+                            + ("Prepare the text with --tokenizer=gpt2" if tokenizer.name == "gpt2"
+                               else "Evaluate on the dataset the model was trained on"))
+        batches = consecutive_batches(dataset_dir, cfg.split, model.config.block_size, cfg.batch_size, device)
+        result = perplexity(model, batches, cfg.max_tokens, ctx)
         print(f"{cfg.dataset} {cfg.split}: loss {result['loss']:.4f}, perplexity {result['ppl']:.2f} "
               f"over {result['tokens']:,} tokens")
     else:
@@ -256,5 +244,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(run_command(main, (ConfigError, CheckpointError, DownloadError, FileNotFoundError,
-                                ValueError)))
+    sys.exit(run_command(main))

@@ -49,11 +49,15 @@ import numpy as np
 import torch
 
 import bench
+import checkpoint
 import common
+import data
 import eval as evaluate
+import metrics
 import prepare
 import sample
 import train
+from configurator import parse_config
 from model import GPT, GPTConfig, causal_mask
 from tokenizer import CharTokenizer, GPT2Tokenizer
 
@@ -91,7 +95,7 @@ FAST_SIZES = dict(evaluations=2, eval_iters=2, sample_tokens=40, ppl_tokens=4_00
                   kv_long_block=96, kv_long_prompt=64, kv_long_tokens=16, kv_repeats=1, depths=(1, 4), scale_trials=2, build_iters=8)
 
 
-class GuideError(RuntimeError):
+class GuideError(common.UserError):
     """The guide cannot be built as asked; the message says what to fix."""
 
 
@@ -232,12 +236,12 @@ def get_checkpoint(cfg, build_dir, sizes, log):
     """(checkpoint folder, dict describing where it came from)."""
     if cfg.ckpt_dir is not None:
         ckpt_dir = Path(cfg.ckpt_dir)
-        if not (ckpt_dir / train.CHECKPOINT_NAME).is_file():
-            raise GuideError(f"--ckpt_dir={cfg.ckpt_dir}: there is no {train.CHECKPOINT_NAME} in it; "
+        if not (ckpt_dir / checkpoint.CHECKPOINT_NAME).is_file():
+            raise GuideError(f"--ckpt_dir={cfg.ckpt_dir}: there is no {checkpoint.CHECKPOINT_NAME} in it; "
                              f"train one (python train.py --out_dir={cfg.ckpt_dir}) or leave --ckpt_dir out")
         return ckpt_dir, dict(kind="checkpoint", command=None, seconds=None)
     quick_start = Path(train.TrainConfig().out_dir)  # where `python train.py` puts it: relative to here
-    if not cfg.fast and (quick_start / train.CHECKPOINT_NAME).is_file():
+    if not cfg.fast and (quick_start / checkpoint.CHECKPOINT_NAME).is_file():
         return quick_start, dict(kind="quickstart", command="python train.py", seconds=None)
 
     run_dir = build_dir / "run"
@@ -306,7 +310,7 @@ def token_data():
 def prompt_text(dataset_dir, tokenizer, max_chars):
     """A real prompt from the validation split (text the model never trained on): the start
     of the first paragraph that begins there, cut at a line end when one is near."""
-    val = prepare.load_split(dataset_dir, "val")[0]
+    val = data.load_split(dataset_dir, "val")[0]
     text = tokenizer.decode(val[:4000].tolist())
     start = text.find("\n\n")
     text = text[start + 2:] if 0 <= start < 2000 else text
@@ -423,7 +427,7 @@ def lr_data(fig):
     """Chapter 4: train.get_lr over the quick start's run and config/train_gpt2.py's."""
     schedules = {}
     for name, argv in (("quickstart", []), ("train_gpt2", [str(REPO_ROOT / "config" / "train_gpt2.py")])):
-        cfg = train.resolve_config(common.parse_config(train.TrainConfig(), argv), "cpu", "float32")
+        cfg = train.resolve_config(parse_config(train.TrainConfig(), argv), "cpu", "float32")
         steps = list(range(0, cfg.max_iters + 1, max(1, cfg.max_iters // 400)))
         schedules[name] = dict(
             steps=steps, lrs=[train.get_lr(s, cfg.learning_rate, cfg.min_lr, cfg.warmup_iters, cfg.lr_decay_iters)
@@ -525,10 +529,11 @@ def kv_cache_data(sizes, device):
 def perplexity_data(model, dataset_dir, tokenizer, max_tokens):
     """Chapter 6: eval.perplexity on the validation split, next to what counting alone achieves:
     uniform guessing, unigram and bigram frequencies (add-one smoothed) from the training split."""
-    val_arrays = prepare.load_split(dataset_dir, "val")
-    result = evaluate.perplexity(model, val_arrays, batch_size=8, max_tokens=max_tokens)
+    val_arrays = data.load_split(dataset_dir, "val")
+    batches = data.consecutive_batches(dataset_dir, "val", model.config.block_size, batch_size=8)
+    result = evaluate.perplexity(model, batches, max_tokens=max_tokens)
     V = tokenizer.vocab_size
-    train_tokens = np.concatenate([np.asarray(a, dtype=np.int64) for a in prepare.load_split(dataset_dir, "train")])
+    train_tokens = np.concatenate([np.asarray(a, dtype=np.int64) for a in data.load_split(dataset_dir, "train")])
     val = np.asarray(val_arrays[0][:result["tokens"] + 1], dtype=np.int64)
     unigram = np.bincount(train_tokens, minlength=V) + 1.0
     unigram_loss = -np.log(unigram[val[1:]] / unigram.sum()).mean()
@@ -798,15 +803,15 @@ def build(cfg):
 
     # 2. the checkpoint
     ckpt_dir, origin = timed("checkpoint", get_checkpoint, cfg, build_dir, sizes, log)
-    checkpoint = common.load_checkpoint(ckpt_dir / train.CHECKPOINT_NAME)
+    ckpt = checkpoint.load_checkpoint(ckpt_dir / checkpoint.CHECKPOINT_NAME)
     # The measurements run on the CPU, whatever trained the model: they are small.
-    model, tokenizer, _ = common.load_model("resume", str(ckpt_dir), "cpu")
-    run_config = checkpoint.get("config", {})
-    dataset = checkpoint["meta"].get("name", run_config.get("dataset", "shakespeare_char"))
+    model, tokenizer, _ = checkpoint.load_model("resume", str(ckpt_dir), "cpu")
+    run_config = ckpt.get("config", {})
+    dataset = ckpt["meta"].get("name", run_config.get("dataset", "shakespeare_char"))
     with contextlib.redirect_stdout(io.StringIO()):
         dataset_dir = prepare.ensure_dataset(dataset, run_config.get("data_dir"))
-    train_records, eval_records = read_metrics(ckpt_dir / train.METRICS_NAME)
-    source = f"{shown_path(ckpt_dir / train.CHECKPOINT_NAME)} (iteration {checkpoint['iter_num']}, dataset {dataset})"
+    train_records, eval_records = read_metrics(ckpt_dir / metrics.METRICS_NAME)
+    source = f"{shown_path(ckpt_dir / checkpoint.CHECKPOINT_NAME)} (iteration {ckpt['iter_num']}, dataset {dataset})"
     log(f"figures from {source}")
 
     # 3. measurements and figures
@@ -814,16 +819,16 @@ def build(cfg):
     prompt = prompt_text(dataset_dir, tokenizer, 120)
     defaults = train.TrainConfig()
     quick_config = bench.model_config(bench.BenchConfig(preset="quickstart"))  # train.py's default model
-    data = dict(
+    results = dict(
         build=dict(command="python guide.py" + (f" --ckpt_dir={cfg.ckpt_dir}" if cfg.ckpt_dir else "")
                    + (" --fast=True" if cfg.fast else ""),
                    date=time.strftime("%Y-%m-%d"), commit=git_describe(), fast=cfg.fast,
                    python=platform.python_version(), torch=torch.__version__, device=cfg.device,
                    device_name=device_name(cfg.device),
                    threads=cfg.threads, platform=platform.machine()),
-        run=dict(origin, source=source, ckpt_dir=shown_path(ckpt_dir), iter_num=checkpoint["iter_num"],
-                 best_val_loss=checkpoint["best_val_loss"], dataset=dataset, tokenizer=tokenizer.name,
-                 vocab_size=tokenizer.vocab_size, model_args=checkpoint["model_args"],
+        run=dict(origin, source=source, ckpt_dir=shown_path(ckpt_dir), iter_num=ckpt["iter_num"],
+                 best_val_loss=ckpt["best_val_loss"], dataset=dataset, tokenizer=tokenizer.name,
+                 vocab_size=tokenizer.vocab_size, model_args=ckpt["model_args"],
                  params=model.get_num_params(non_embedding=False), config=run_config,
                  tokens_per_iter=run_config.get("gradient_accumulation_steps", 1) * run_config.get("batch_size", 0)
                  * run_config.get("block_size", 0),
@@ -835,37 +840,37 @@ def build(cfg):
         sample_defaults=dataclasses.asdict(sample.SampleConfig()),
         prompt=prompt,
     )
-    data["tokens"] = timed("tokens", token_data)
+    results["tokens"] = timed("tokens", token_data)
     timed("causal mask figure", fig.causal_mask, "causal_mask")
-    data["attention"] = timed("attention maps", attention_data, model, tokenizer, prompt, fig)
-    data["scale"] = timed("softmax scale", scale_data, sizes["scale_trials"], cfg.seed)
-    data["params"] = timed("parameter count", parameter_data, quick_config)
-    data["init"] = timed("init depth", init_depth_data, sizes["depths"], cfg.seed)
-    fig.init_depth(data["init"], "init_depth")
-    data["lr"] = timed("lr schedule", lr_data, fig)
-    data["accumulation"] = timed("accumulation", accumulation_data, cfg.seed)
-    data["next_token"] = timed("next token", next_token_data, model, tokenizer, prompt, fig)
-    data["samples"] = timed("samples", sample_data, model, tokenizer, prompt, sizes["sample_tokens"], cfg.seed)
-    data["kv_cache"] = timed("kv cache bench", kv_cache_data, sizes, cfg.device)
-    data["perplexity"] = timed("perplexity", perplexity_data, model, dataset_dir, tokenizer, sizes["ppl_tokens"])
-    data["perplexity"]["command"] = (f"python eval.py perplexity --out_dir={shown_path(ckpt_dir)} "
+    results["attention"] = timed("attention maps", attention_data, model, tokenizer, prompt, fig)
+    results["scale"] = timed("softmax scale", scale_data, sizes["scale_trials"], cfg.seed)
+    results["params"] = timed("parameter count", parameter_data, quick_config)
+    results["init"] = timed("init depth", init_depth_data, sizes["depths"], cfg.seed)
+    fig.init_depth(results["init"], "init_depth")
+    results["lr"] = timed("lr schedule", lr_data, fig)
+    results["accumulation"] = timed("accumulation", accumulation_data, cfg.seed)
+    results["next_token"] = timed("next token", next_token_data, model, tokenizer, prompt, fig)
+    results["samples"] = timed("samples", sample_data, model, tokenizer, prompt, sizes["sample_tokens"], cfg.seed)
+    results["kv_cache"] = timed("kv cache bench", kv_cache_data, sizes, cfg.device)
+    results["perplexity"] = timed("perplexity", perplexity_data, model, dataset_dir, tokenizer, sizes["ppl_tokens"])
+    results["perplexity"]["command"] = (f"python eval.py perplexity --out_dir={shown_path(ckpt_dir)} "
                                      f"--dataset={dataset} --max_tokens={sizes['ppl_tokens']}")
     gpu = timed("gpu results", gpu_results, cfg.results_dir)
     curves = gpu.pop("_curves")
-    data["gpu"] = gpu
+    results["gpu"] = gpu
     runs = []
     if eval_records:
-        runs.append(dict(title={"build": f"this build's run ({checkpoint['iter_num']} iterations, CPU)",
+        runs.append(dict(title={"build": f"this build's run ({ckpt['iter_num']} iterations, CPU)",
                                 "quickstart": "the quick start (out/)"}.get(origin["kind"], source.split(" (")[0]),
                          train=train_records, eval=eval_records, floor=None))
     runs.append(dict(title="the baby GPT (H200)", floor=None, **curves))
     timed("loss curves", fig.loss_curves, runs, "loss_curves")
-    data["has_run_curve"] = bool(eval_records)
+    results["has_run_curve"] = bool(eval_records)
 
     # 4. typeset
-    data["timings"] = {k: round(v, 2) for k, v in timings.items()}
-    data["build_seconds_before_typesetting"] = time.perf_counter() - start
-    (build_dir / "data.json").write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
+    results["timings"] = {k: round(v, 2) for k, v in timings.items()}
+    results["build_seconds_before_typesetting"] = time.perf_counter() - start
+    (build_dir / "data.json").write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
     warnings = typeset(build_dir, output)
     seconds = time.perf_counter() - start
     pages = pdf_pages(output)
@@ -887,12 +892,11 @@ def pdf_pages(path):
 
 def main(argv=None):
     """Parse --key=value options (see GuideConfig) and build; returns build()'s summary."""
-    cfg = common.parse_config(GuideConfig(), sys.argv[1:] if argv is None else argv)
+    cfg = parse_config(GuideConfig(), sys.argv[1:] if argv is None else argv, usage=__doc__)
     if cfg.build_iters < 1 or cfg.threads < 1:
         raise common.ConfigError("build_iters and threads must be at least 1")
     return build(cfg)
 
 
 if __name__ == "__main__":
-    sys.exit(common.run_command(main, (GuideError, common.ConfigError, common.CheckpointError,
-                                       FileNotFoundError)))
+    sys.exit(common.run_command(main))

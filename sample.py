@@ -5,7 +5,9 @@ Generate text from a trained checkpoint or from OpenAI's GPT-2.
     python sample.py --init_from=gpt2 --start="The meaning of life is" --top_p=0.9
     python sample.py --start=FILE:prompt.txt --temperature=0 --max_new_tokens=100   # greedy
 
-Options are --key=value, parsed like train.py's (config files work too); see SampleConfig.
+Options are --key=value, parsed like train.py's (config files work too); `--help` lists them.
+stdout carries only the text (prompt included), so `python sample.py > out.txt` keeps just that;
+the per-sample statistics go to stderr.
 Decoding strategies: temperature=0 is greedy (always the likeliest token: deterministic, but
 prone to loops); temperature > 0 samples, lower is safer and blander, higher is more surprising;
 top_k keeps only the k likeliest tokens; top_p keeps the smallest set whose probability adds up
@@ -18,30 +20,31 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 
-from common import (CheckpointError, ConfigError, autocast, load_model, parse_config, pick_device,
-                    pick_dtype, run_command)
+from checkpoint import load_model
+from common import ConfigError, autocast, pick_device, pick_dtype, run_command
+from configurator import parse_config
 from model import validate_sampling
 
 
 @dataclass
 class SampleConfig:
     init_from: str = "resume"  # "resume" = out_dir/ckpt.pt; or gpt2, gpt2-medium, ... or a HF folder
-    out_dir: str = "out"
+    out_dir: str = "out"  # the training run to sample from (with init_from="resume")
     start: str = "\n"  # the prompt, or "FILE:path" to read it from a file; "" = the start token
-    num_samples: int = 3
-    max_new_tokens: int = 500
+    num_samples: int = 3  # how many samples to generate, one after another
+    max_new_tokens: int = 500  # tokens to generate per sample
     temperature: float = 0.8  # 0 = greedy
     top_k: Optional[int] = 200  # None = no top-k filtering
     top_p: Optional[float] = None  # e.g. 0.9 for nucleus sampling; None = off
     stop_at_eot: bool = False  # stop a sample at <|endoftext|> (GPT-2 tokenizer only)
-    use_cache: bool = True
-    seed: int = 1337
-    device: str = "auto"
-    dtype: str = "auto"
+    use_cache: bool = True  # the KV cache; False re-runs the whole window for every token (slower)
+    seed: int = 1337  # the same seed and settings give the same samples
+    device: str = "auto"  # 'auto' = cuda, then mps, then cpu; or e.g. 'cpu', 'cuda:1'
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # 'auto' = bfloat16 on recent GPUs, float32 on CPU
 
 
 def prompt_ids(start, tokenizer, block_size):
@@ -92,8 +95,15 @@ def stream_sample(model, tokenizer, ids, cfg, device, ctx, generator, out=None):
 
 
 def main(argv=None):
-    cfg = parse_config(SampleConfig(), sys.argv[1:] if argv is None else argv)
-    validate_sampling(cfg.temperature, cfg.top_k, cfg.top_p)  # now, not after loading the model
+    cfg = parse_config(SampleConfig(), sys.argv[1:] if argv is None else argv, usage=__doc__)
+    # Check the options now, not after loading the model.
+    try:
+        validate_sampling(cfg.temperature, cfg.top_k, cfg.top_p)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    for name in ("num_samples", "max_new_tokens"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"{name} must be at least 1, got {getattr(cfg, name)}")
     device = pick_device(cfg.device)
     ctx = autocast(device, pick_dtype(device, cfg.dtype))
     model, tokenizer, source = load_model(cfg.init_from, cfg.out_dir, device)
@@ -107,13 +117,14 @@ def main(argv=None):
         start = time.perf_counter()
         new_ids = stream_sample(model, tokenizer, ids, cfg, device, ctx, generator)
         seconds = time.perf_counter() - start
-        print(f"\n---------------- sample {i + 1}/{cfg.num_samples}: {len(new_ids)} tokens, "
-              f"{len(new_ids) / max(seconds, 1e-9):.0f} tokens/s", flush=True)
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        # Statistics go to stderr: stdout is the text alone.
+        print(f"---------------- sample {i + 1}/{cfg.num_samples}: {len(new_ids)} tokens, "
+              f"{len(new_ids) / max(seconds, 1e-9):.0f} tokens/s", file=sys.stderr, flush=True)
     return 0
 
 
 if __name__ == "__main__":
     # A bad option or prompt, a missing checkpoint or a failed download: one line, no traceback.
-    from download import DownloadError
-    sys.exit(run_command(main, (ConfigError, CheckpointError, DownloadError, FileNotFoundError,
-                                ValueError)))
+    sys.exit(run_command(main))

@@ -1,6 +1,8 @@
 """bench.py: it must time train.py's real step, report the figures it promises, and refuse bad input."""
 
+import dataclasses
 import json
+import typing
 from pathlib import Path
 
 import pytest
@@ -8,6 +10,7 @@ import torch
 
 import bench
 import common
+from configurator import parse_config
 import train
 from model import GPT
 
@@ -67,7 +70,7 @@ def test_step_time_is_the_median_and_mfu_uses_the_models_own_flops(monkeypatch):
     result = bench.main(TINY + ["--warmup_iters=1", "--iters=3"])
     assert result["ms_per_step"] == pytest.approx(2000.0)  # the median, not the mean or the best
     assert result["tokens_per_sec"] == pytest.approx(2 * 16 / 2.0)
-    model = GPT(bench.model_config(common.parse_config(bench.BenchConfig(), TINY)))
+    model = GPT(bench.model_config(parse_config(bench.BenchConfig(), TINY)))
     assert result["mfu"] == pytest.approx(model.flops_per_token() * result["tokens_per_sec"] / 1e12)
     assert result["params"] == model.get_num_params(non_embedding=False)
 
@@ -125,12 +128,12 @@ def test_profile_prints_the_costliest_operations_and_writes_a_chrome_trace(tmp_p
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--mode=decode"], "mode='decode'"),
-    (["--preset=gpt5"], "preset='gpt5'"),
+    (["--mode=decode"], "mode expects one of 'train', 'generate', got 'decode'"),
+    (["--preset=gpt5"], "preset expects one of 'gpt2', 'gpt2-medium', 'quickstart', 'baby', got 'gpt5'"),
     (["--repeats=0", "--mode=generate"], "repeats must be at least 1"),
     (["--iters=0"], "iters must be at least 1"),
-    (["--attention_backend=fastest"], "attention_backend='fastest'"),
-    (["--compile_mode=fast"], "compile_mode='fast'"),
+    (["--attention_backend=fastest"], "attention_backend expects one of 'auto', 'flash'"),
+    (["--compile_mode=fast"], "compile_mode expects one of 'default', 'reduce-overhead'"),
 ])
 def test_bad_options_are_named(args, message):
     with pytest.raises(common.ConfigError, match=message.replace("(", r"\(")):
@@ -139,8 +142,16 @@ def test_bad_options_are_named(args, message):
     assert torch.backends.cuda.math_sdp_enabled()
 
 
+def test_preset_choices_are_the_presets():
+    # BenchConfig.preset's Literal is what --help shows and the parser checks: it must name
+    # exactly the shapes PRESETS holds, or a valid preset would be refused (or a listed one fail).
+    field = {f.name: f for f in dataclasses.fields(bench.BenchConfig)}["preset"]
+    assert typing.get_args(typing.get_type_hints(bench.BenchConfig)["preset"]) == tuple(bench.PRESETS)
+    assert field.default in bench.PRESETS
+
+
 def test_baby_preset_is_the_shape_of_the_baby_gpt_config():
-    cfg = common.parse_config(train.TrainConfig(), [str(Path(__file__).parent / "config" / "train_shakespeare_char.py")])
+    cfg = parse_config(train.TrainConfig(), [str(Path(__file__).parent / "config" / "train_shakespeare_char.py")])
     shape = bench.model_config(bench.BenchConfig(preset="baby"))
     for key in ("n_layer", "n_head", "n_embd", "block_size", "bias"):
         assert getattr(shape, key) == getattr(cfg, key), key

@@ -1,4 +1,4 @@
-"""Tests for download.py, tokenizer.py and prepare.py. CPU only, no network.
+"""Tests for download.py, tokenizer.py, data.py's file formats and prepare.py. CPU only, no network.
 
 Downloads are tested against conftest.py's `fake_hub`, a tiny HTTP server on
 127.0.0.1 that serves bytes the test chose and can misbehave on purpose (send a
@@ -17,11 +17,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import data
 import download
 import prepare
 import tokenizer
+from common import ConfigError, run_command
+from data import DataError, ShardError
 from download import DownloadError
-from prepare import ShardError
+from tokenizer import TokenizerError
 
 REPO_ROOT = Path(__file__).resolve().parent
 SHAKESPEARE_TEXT = (REPO_ROOT / "assets" / "tinyshakespeare.txt").read_text(encoding="utf-8")
@@ -52,7 +55,7 @@ def fineweb_path(filename: str) -> str:
 
 def shard_bytes(tmp_path: Path, tokens) -> bytes:
     path = tmp_path / "shard_source.bin"
-    prepare.write_shard(path, tokens)
+    data.write_shard(path, tokens)
     return path.read_bytes()
 
 
@@ -106,15 +109,15 @@ def test_gpt2_corrupt_asset_is_refused(tmp_path, monkeypatch):
     (tmp_path / "vocab.bpe").write_bytes((assets / "vocab.bpe").read_bytes() + b"x")
     (tmp_path / "encoder.json").write_bytes((assets / "encoder.json").read_bytes())
     monkeypatch.setattr(tokenizer, "GPT2_ASSETS_DIR", tmp_path)
-    with pytest.raises(ValueError, match="vocab.bpe is corrupt"):
+    with pytest.raises(TokenizerError, match="vocab.bpe is corrupt"):
         tokenizer.gpt2_encoding.__wrapped__()  # bypass the in-process cache
     # encoder.json is checked too, even when the change keeps it valid JSON.
     (tmp_path / "vocab.bpe").write_bytes((assets / "vocab.bpe").read_bytes())
     (tmp_path / "encoder.json").write_bytes((assets / "encoder.json").read_bytes() + b" ")
-    with pytest.raises(ValueError, match="encoder.json is corrupt"):
+    with pytest.raises(TokenizerError, match="encoder.json is corrupt"):
         tokenizer.gpt2_encoding.__wrapped__()
     (tmp_path / "vocab.bpe").unlink()
-    with pytest.raises(FileNotFoundError, match="vocab.bpe is missing"):
+    with pytest.raises(TokenizerError, match="vocab.bpe is missing"):
         tokenizer.gpt2_encoding.__wrapped__()
 
 
@@ -123,7 +126,7 @@ def test_char_tokenizer_round_trip_and_unknown_characters():
     assert tok.chars == sorted(set("hello world"))
     assert (tok.name, tok.eot_token, tok.vocab_size) == ("char", None, 8)
     assert tok.decode(tok.encode("low herd")) == "low herd"
-    with pytest.raises(ValueError) as excinfo:
+    with pytest.raises(TokenizerError) as excinfo:
         tok.encode("hex! wow")
     message = str(excinfo.value)
     assert "2 character(s)" in message and "'!'" in message and "'x'" in message
@@ -139,9 +142,9 @@ def test_tokenizer_from_meta():
     char = tokenizer.tokenizer_from_meta({"tokenizer": "char", "vocab_size": 3, "chars": ["a", "b", "c"]})
     assert char.decode(char.encode("cab")) == "cab"
     assert tokenizer.tokenizer_from_meta({"tokenizer": "gpt2", "vocab_size": 50257}).encode("Hello") == [15496]
-    with pytest.raises(ValueError, match="unknown tokenizer"):
+    with pytest.raises(TokenizerError, match="unknown tokenizer"):
         tokenizer.tokenizer_from_meta({"tokenizer": "sentencepiece"})
-    with pytest.raises(ValueError, match="vocab_size=4"):
+    with pytest.raises(TokenizerError, match="vocab_size=4"):
         tokenizer.tokenizer_from_meta({"tokenizer": "char", "vocab_size": 4, "chars": ["a", "b", "c"]})
 
 
@@ -150,8 +153,8 @@ def test_tokenizer_from_meta():
 
 
 def decode_split(dataset_dir: Path, split: str) -> str:
-    meta = prepare.load_meta(dataset_dir)
-    (tokens,) = prepare.load_split(dataset_dir, split)
+    meta = data.load_meta(dataset_dir)
+    (tokens,) = data.load_split(dataset_dir, split)
     return tokenizer.tokenizer_from_meta(meta).decode(tokens.tolist())
 
 
@@ -169,7 +172,7 @@ def test_prepare_shakespeare_char(tmp_path):
 
 def test_prepare_shakespeare_gpt2(tmp_path):
     dataset_dir = prepare.prepare_shakespeare(tmp_path)
-    meta = prepare.load_meta(dataset_dir)
+    meta = data.load_meta(dataset_dir)
     assert (meta["tokenizer"], meta["vocab_size"], meta["dtype"]) == ("gpt2", 50257, "uint16")
     train_text, val_text = prepare.split_text(SHAKESPEARE_TEXT)
     assert decode_split(dataset_dir, "train") == train_text
@@ -185,31 +188,32 @@ def test_prepare_text_command_line(tmp_path, capsys):
 
     args = ["text", f"--input={input_path}", "--tokenizer=gpt2", "--name=mytext", f"--data_dir={data_dir}"]
     assert prepare.main(args) == 0
-    assert prepare.load_meta(data_dir / "mytext")["tokenizer"] == "gpt2"
+    assert data.load_meta(data_dir / "mytext")["tokenizer"] == "gpt2"
     assert decode_split(data_dir / "mytext", "train") + decode_split(data_dir / "mytext", "val") == text
 
     assert prepare.main(["text", "--input", str(input_path), "--data_dir", str(data_dir)]) == 0
-    meta = prepare.load_meta(data_dir / "my")  # default: char tokenizer, name from the file name
+    meta = data.load_meta(data_dir / "my")  # default: char tokenizer, name from the file name
     assert meta["tokenizer"] == "char" and meta["chars"] == sorted(set(text))
 
-    assert prepare.main(["text", f"--input={tmp_path / 'missing.txt'}", f"--data_dir={data_dir}"]) == 1
+    assert run_command(lambda: prepare.main(["text", f"--input={tmp_path / 'missing.txt'}",
+                                             f"--data_dir={data_dir}"])) == 1
     assert "missing.txt not found" in capsys.readouterr().err
 
 
 def test_bad_text_inputs(tmp_path):
     (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
-    with pytest.raises(ValueError, match="not UTF-8"):
+    with pytest.raises(DataError, match="not UTF-8"):
         prepare.prepare_text_file(tmp_path / "latin1.txt", data_dir=tmp_path)
-    with pytest.raises(ValueError, match="too short"):
+    with pytest.raises(DataError, match="too short"):
         prepare.prepare_text("a", "tiny", data_dir=tmp_path)
     with pytest.raises(ValueError, match="unknown tokenizer"):
         prepare.prepare_text("abcdefghijkl", "x", tokenizer="bpe", data_dir=tmp_path)
 
 
 def test_default_command_prepares_shakespeare_char_under_data_dir(tmp_path, monkeypatch):
-    monkeypatch.setattr(prepare, "DATA_DIR", tmp_path)  # callers may move the default data folder
+    monkeypatch.setattr(data, "DATA_DIR", tmp_path)  # callers may move the default data folder
     assert prepare.main([]) == 0
-    assert prepare.load_meta(tmp_path / "shakespeare_char")["vocab_size"] == 65
+    assert data.load_meta(tmp_path / "shakespeare_char")["vocab_size"] == 65
 
 
 def test_help_runs_as_a_script():
@@ -224,49 +228,49 @@ def test_uint32_when_vocab_exceeds_uint16(tmp_path):
     # 66,000 distinct characters (from the supplementary planes) > 65,536 ids.
     text = "".join(chr(0x10000 + i) for i in range(66_000)) * 2
     dataset_dir = prepare.prepare_text(text, "bigvocab", "char", tmp_path)
-    meta = prepare.load_meta(dataset_dir)
+    meta = data.load_meta(dataset_dir)
     assert meta["vocab_size"] == 66_000 and meta["dtype"] == "uint32"
-    (train,) = prepare.load_split(dataset_dir, "train")
+    (train,) = data.load_split(dataset_dir, "train")
     assert train.dtype == np.uint32 and int(train.max()) == 65_999  # would wrap to 463 in uint16
     assert (dataset_dir / "train.bin").stat().st_size == 4 * meta["train_tokens"]
     assert decode_split(dataset_dir, "train") + decode_split(dataset_dir, "val") == text
 
 
 def test_ids_that_do_not_fit_are_refused():
-    assert prepare.dtype_for_vocab(65_536) == np.uint16
-    assert prepare.dtype_for_vocab(65_537) == np.uint32
-    assert prepare.to_token_array([0, 65_535], 65_536).dtype == np.uint16
+    assert data.dtype_for_vocab(65_536) == np.uint16
+    assert data.dtype_for_vocab(65_537) == np.uint32
+    assert data.to_token_array([0, 65_535], 65_536).dtype == np.uint16
     with pytest.raises(ValueError, match="token id 70000 at position 1"):
-        prepare.to_token_array([5, 70_000], 65_536)
+        data.to_token_array([5, 70_000], 65_536)
     with pytest.raises(ValueError, match="token id -1"):
-        prepare.to_token_array([-1], 10)
+        data.to_token_array([-1], 10)
     with pytest.raises(ValueError, match="outside the vocabulary"):
-        prepare.to_token_array([10], 10)
+        data.to_token_array([10], 10)
     with pytest.raises(ValueError):
-        prepare.write_shard("never_written.bin", [65_536])  # shards are uint16
+        data.write_shard("never_written.bin", [65_536])  # shards are uint16
 
 
 def test_missing_dataset_names_the_command(tmp_path):
-    with pytest.raises(FileNotFoundError, match="python prepare.py shakespeare$"):
-        prepare.load_meta(tmp_path / "shakespeare")
-    with pytest.raises(FileNotFoundError, match="python prepare.py fineweb10B --num_shards=1"):
+    with pytest.raises(DataError, match="python prepare.py shakespeare$"):
+        data.load_meta(tmp_path / "shakespeare")
+    with pytest.raises(DataError, match="python prepare.py fineweb10B --num_shards=1"):
         prepare.ensure_dataset("fineweb10B", tmp_path)
-    with pytest.raises(FileNotFoundError, match="python prepare.py text --input=.* --name=mine"):
-        prepare.load_split(tmp_path / "mine", "train")
+    with pytest.raises(DataError, match="python prepare.py text --input=.* --name=mine"):
+        data.load_split(tmp_path / "mine", "train")
     assert not (tmp_path / "fineweb10B").exists()  # ensure_dataset never downloads on its own
     dataset_dir = prepare.ensure_dataset("shakespeare_char", tmp_path)
-    assert prepare.load_meta(dataset_dir)["vocab_size"] == 65
+    assert data.load_meta(dataset_dir)["vocab_size"] == 65
     assert prepare.ensure_dataset("shakespeare_char", tmp_path) == dataset_dir
     # A folder left half-made (no meta.json, which is written last) is prepared again.
     (dataset_dir / "meta.json").unlink()
     assert prepare.ensure_dataset("shakespeare_char", tmp_path) == dataset_dir
-    assert prepare.load_meta(dataset_dir)["vocab_size"] == 65
+    assert data.load_meta(dataset_dir)["vocab_size"] == 65
 
 
 def test_char_vocabulary_covers_the_validation_text_too(tmp_path):
     # "z" occurs only in the last 10%, the validation split: it must still get an id.
     dataset_dir = prepare.prepare_text("a" * 90 + "b" * 9 + "z", "x", "char", data_dir=tmp_path)
-    assert prepare.load_meta(dataset_dir)["chars"] == ["a", "b", "z"]
+    assert data.load_meta(dataset_dir)["chars"] == ["a", "b", "z"]
 
 
 # ----------------------------------------------------------------------------
@@ -279,9 +283,9 @@ def test_shard_format_matches_llm_c(tmp_path):
     header[:3] = [20240520, 1, len(tokens)]
     by_hand = tmp_path / "by_hand.bin"
     by_hand.write_bytes(header.tobytes() + tokens.astype("<u2").tobytes())
-    assert prepare.read_shard_header(by_hand) == 5
-    assert prepare.read_shard(by_hand).tolist() == tokens.tolist()
-    prepare.write_shard(tmp_path / "ours.bin", tokens)
+    assert data.read_shard_header(by_hand) == 5
+    assert data.read_shard(by_hand).tolist() == tokens.tolist()
+    data.write_shard(tmp_path / "ours.bin", tokens)
     assert (tmp_path / "ours.bin").read_bytes() == by_hand.read_bytes()
 
 
@@ -297,16 +301,16 @@ def test_bad_shards_are_refused(tmp_path, corrupt, message):
     path = tmp_path / "bad.bin"
     path.write_bytes(corrupt(good))
     with pytest.raises(ShardError, match=message):
-        prepare.read_shard(path)
+        data.read_shard(path)
 
 
 def test_shard_with_an_id_outside_the_vocabulary_is_refused(tmp_path):
     path = tmp_path / "s.bin"
-    prepare.write_shard(path, [1, 50256])
-    assert prepare.validate_shard(path) == 2
-    prepare.write_shard(path, [1, 50257])
+    data.write_shard(path, [1, 50256])
+    assert data.validate_shard(path, 50257) == 2
+    data.write_shard(path, [1, 50257])
     with pytest.raises(ShardError, match="token id 50257"):
-        prepare.validate_shard(path)
+        data.validate_shard(path, 50257)
 
 
 # ----------------------------------------------------------------------------
@@ -327,13 +331,13 @@ def test_fineweb_download_then_cached(hub, tmp_path):
     data_dir = tmp_path / "data"
     dataset_dir = prepare.prepare_fineweb(2, data_dir)
 
-    meta = prepare.load_meta(dataset_dir)
+    meta = data.load_meta(dataset_dir)
     assert meta["format"] == "shards" and meta["tokenizer"] == "gpt2" and meta["dtype"] == "uint16"
     assert meta["train_shards"] == ["fineweb_train_000001.bin", "fineweb_train_000002.bin"]
     assert (meta["train_tokens"], meta["val_tokens"]) == (42, 4)
-    train = prepare.load_split(dataset_dir, "train")
+    train = data.load_split(dataset_dir, "train")
     assert [shard.tolist() for shard in train] == [tokens["fineweb_train_000001.bin"], tokens["fineweb_train_000002.bin"]]
-    assert prepare.load_split(dataset_dir, "val")[0].tolist() == tokens["fineweb_val_000000.bin"]
+    assert data.load_split(dataset_dir, "val")[0].tolist() == tokens["fineweb_val_000000.bin"]
     assert requested(hub) == [
         (fineweb_path("fineweb_val_000000.bin"), None),  # val first, always
         (fineweb_path("fineweb_train_000001.bin"), None),
@@ -379,9 +383,9 @@ def test_fineweb_404_is_a_clear_error(hub, tmp_path, capsys):
     assert str(error).startswith(f"could not download {error.url}: ")
     assert files_in(tmp_path / "fineweb10B") == []
 
-    assert prepare.main(["fineweb10B", f"--data_dir={tmp_path}"]) == 1
+    assert run_command(lambda: prepare.main(["fineweb10B", f"--data_dir={tmp_path}"])) == 1
     assert "error: could not download" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="num_shards"):
+    with pytest.raises(ConfigError, match="num_shards"):
         prepare.prepare_fineweb(0, tmp_path)
 
 

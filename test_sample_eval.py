@@ -13,12 +13,15 @@ import numpy as np
 import pytest
 import torch
 
+import data
 import eval as evaluation
 import sample
-from common import CheckpointError, ConfigError, load_model, save_checkpoint
+from checkpoint import CheckpointError, load_model, save_checkpoint
+from common import ConfigError
+from data import DataError
 from download import DownloadError, cache_dir
 from model import GPT, GPTConfig
-from tokenizer import CharTokenizer, GPT2Tokenizer
+from tokenizer import CharTokenizer, GPT2Tokenizer, TokenizerError
 
 CHARS = sorted(set("abcdefghijklmnopqrstuvwxyz \n.,!?"))
 
@@ -41,7 +44,7 @@ def gpt2_vocab_model(block_size=64):
 # ---------------------------------------------------------------------------- sample.py
 
 def test_prompt_with_characters_outside_the_vocabulary_lists_them():
-    with pytest.raises(ValueError, match=r"'Z'.*'é'|'é'.*'Z'"):
+    with pytest.raises(TokenizerError, match=r"'Z'.*'é'|'é'.*'Z'"):
         sample.prompt_ids("hello Zé", CharTokenizer(CHARS), 16)
 
 
@@ -82,10 +85,13 @@ def test_sample_main_prints_prompt_and_greedy_continuation_of_each_sample(tmp_pa
                                        "name": "tiny"})
     sample.main([f"--out_dir={tmp_path}", "--start=hello", "--num_samples=2", "--max_new_tokens=20",
                  "--temperature=0", "--device=cpu"])
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
     expected = model.generate(torch.tensor([tokenizer.encode("hello")]), 20, temperature=0)
     text = tokenizer.decode(expected[0].tolist())  # the prompt and what the model adds to it
-    assert out.count(text + "\n---------------- sample") == 2 and out.count("sample 2/2") == 1
+    # stdout is the text alone, so `python sample.py > out.txt` keeps just that; the statistics
+    # lines go to stderr.
+    assert captured.out == (text + "\n") * 2
+    assert captured.err.count("---------------- sample") == 2 and captured.err.count("sample 2/2") == 1
 
 
 def test_empty_prompt_prints_only_the_generated_text(tmp_path, capsys):
@@ -96,7 +102,13 @@ def test_empty_prompt_prints_only_the_generated_text(tmp_path, capsys):
                  "--temperature=0", "--device=cpu"])
     start = torch.tensor([tokenizer.encode("\n")])  # a character model's start token
     new = model.generate(start, 6, temperature=0)[0, 1:].tolist()
-    assert capsys.readouterr().out.startswith(tokenizer.decode(new) + "\n---------------- sample")
+    assert capsys.readouterr().out == tokenizer.decode(new) + "\n"
+
+
+@pytest.mark.parametrize("option", ["--max_new_tokens=0", "--num_samples=0"])
+def test_sample_refuses_nothing_to_generate_before_loading_a_model(tmp_path, option):
+    with pytest.raises(ConfigError, match=option.split("=")[0][2:] + " must be at least 1, got 0"):
+        sample.main([f"--out_dir={tmp_path / 'no-such-run'}", option])  # no checkpoint needed to say so
 
 
 def test_a_character_split_across_tokens_is_printed_once_whole():
@@ -134,11 +146,22 @@ def test_stop_at_end_of_text(tmp_path):
 
 # ---------------------------------------------------------------------------- perplexity
 
-def test_perplexity_equals_the_models_own_loss_over_the_same_windows():
+def val_batches(tmp_path, arrays, block_size, batch_size):
+    """data.consecutive_batches over a dataset whose val split is these token arrays, one
+    llm.c shard each: what eval.py perplexity reads."""
+    names = [f"val_{i}.bin" for i in range(len(arrays))]
+    for name, tokens in zip(names, arrays):
+        data.write_shard(tmp_path / name, tokens)
+    data.write_meta(tmp_path, {"tokenizer": "char", "vocab_size": len(CHARS), "chars": CHARS,
+                               "format": "shards", "train_shards": names, "val_shards": names})
+    return data.consecutive_batches(tmp_path, "val", block_size, batch_size)
+
+
+def test_perplexity_equals_the_models_own_loss_over_the_same_windows(tmp_path):
     model = char_model().eval()
     T = model.config.block_size
     tokens = np.random.default_rng(0).integers(0, len(CHARS), size=4 * T + 1).astype(np.uint16)
-    result = evaluation.perplexity(model, [tokens], batch_size=3)
+    result = evaluation.perplexity(model, val_batches(tmp_path, [tokens], T, batch_size=3))
     x = torch.from_numpy(tokens[:-1].astype(np.int64)).view(4, T)
     y = torch.from_numpy(tokens[1:].astype(np.int64)).view(4, T)
     with torch.no_grad():
@@ -148,13 +171,13 @@ def test_perplexity_equals_the_models_own_loss_over_the_same_windows():
     assert abs(result["ppl"] - math.exp(loss.item())) < 1e-3
 
 
-def test_perplexity_counts_a_short_last_window_and_several_files():
+def test_perplexity_counts_a_short_last_window_and_several_files(tmp_path):
     model = char_model().eval()
     T = model.config.block_size
     rng = np.random.default_rng(0)
     a = rng.integers(0, len(CHARS), size=T + 6).astype(np.uint16)  # one full window + 5 predictions
     b = rng.integers(0, len(CHARS), size=T + 1).astype(np.uint16)
-    result = evaluation.perplexity(model, [a, b], batch_size=8)
+    result = evaluation.perplexity(model, val_batches(tmp_path, [a, b], T, batch_size=8))
     assert result["tokens"] == T + 5 + T
     # the same figure computed window by window, without padding
     total = 0.0
@@ -166,19 +189,21 @@ def test_perplexity_counts_a_short_last_window_and_several_files():
     assert abs(result["loss"] - total / result["tokens"]) < 1e-5
 
 
-def test_perplexity_max_tokens_stops_after_the_window_that_reaches_it():
+def test_perplexity_max_tokens_stops_after_the_window_that_reaches_it(tmp_path):
     model = char_model().eval()
     T = model.config.block_size
     tokens = np.random.default_rng(0).integers(0, len(CHARS), size=10 * T + 1).astype(np.uint16)
-    result = evaluation.perplexity(model, [tokens], batch_size=1, max_tokens=T + 1)
+    (tmp_path / "all").mkdir()
+    (tmp_path / "two").mkdir()
+    result = evaluation.perplexity(model, val_batches(tmp_path / "all", [tokens], T, 1), max_tokens=T + 1)
     assert result["tokens"] == 2 * T  # two windows are needed to reach T + 1 tokens
-    assert result == evaluation.perplexity(model, [tokens[:2 * T + 1]], batch_size=1)
+    assert result == evaluation.perplexity(model, val_batches(tmp_path / "two", [tokens[:2 * T + 1]], T, 1))
 
 
 def test_perplexity_refuses_a_dataset_with_another_vocabulary(tmp_path, monkeypatch, capsys):
     import prepare
     data_dir = tmp_path / "data"
-    monkeypatch.setattr(prepare, "DATA_DIR", data_dir)
+    monkeypatch.setattr(data, "DATA_DIR", data_dir)
     write_checkpoint(tmp_path, char_model(), {"tokenizer": "char", "vocab_size": len(CHARS),
                                               "chars": CHARS, "name": "tiny"})
     prepare.prepare_text("".join(CHARS) * 20, "same", "char", data_dir=data_dir)  # the model's characters
@@ -187,7 +212,7 @@ def test_perplexity_refuses_a_dataset_with_another_vocabulary(tmp_path, monkeypa
     args = [f"--out_dir={tmp_path}", "--device=cpu", "--json=True"]
     evaluation.main(["perplexity", "--dataset=same"] + args)
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["tokens"] > 0
-    with pytest.raises(ValueError, match=rf"vocabulary of \d+ tokens, not the model's \(char, {len(CHARS)}"):
+    with pytest.raises(DataError, match=rf"vocabulary of \d+ tokens, not the model's \(char, {len(CHARS)}"):
         evaluation.main(["perplexity", "--dataset=other"] + args)
 
 
@@ -285,7 +310,7 @@ def test_acc_uses_total_loss_and_acc_norm_loss_per_token(monkeypatch):
     (["eval.py", "perplexty"], "unknown task 'perplexty'"),
     (["train.py", "--device=tpu"], "not a device this code runs on"),
     (["eval.py", "perplexity", "--out_dir={missing}"], "no checkpoint at"),
-    (["bench.py", "--mode=sample"], "use --mode=train or --mode=generate"),
+    (["bench.py", "--mode=sample"], "mode expects one of 'train', 'generate', got 'sample'"),
 ])
 def test_scripts_report_user_errors_in_one_line(tmp_path, argv, message):
     argv = [a.format(missing=tmp_path / "no-such-run") for a in argv]

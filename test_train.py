@@ -25,12 +25,17 @@ import numpy as np
 import pytest
 import torch
 
-import common
+import checkpoint as ckpt_io
+import data
 import prepare
 import train
-from common import CheckpointError, ConfigError
+from checkpoint import CheckpointError
+from common import ConfigError
+from configurator import parse_config
+from data import BatchLoader, DataError
+from distributed import Distributed, unwrap_model
 from model import GPT, GPTConfig
-from train import BatchLoader, DataError, TrainingError
+from train import TrainingError
 
 REPO = Path(__file__).resolve().parent
 TIMING_FIELDS = ("ms_per_iter", "tokens_per_sec", "mfu")
@@ -74,7 +79,7 @@ def read_metrics(out_dir, drop_timing=True):
 
 
 def load_weights(out_dir):
-    return common.load_checkpoint(Path(out_dir) / "ckpt.pt")["model"]
+    return ckpt_io.load_checkpoint(Path(out_dir) / "ckpt.pt")["model"]
 
 
 def assert_same_weights(a, b):
@@ -123,29 +128,29 @@ def test_bad_values_are_config_errors(tmp_path, data_dir):
     out_dir = tmp_path / "out"
     with pytest.raises(ConfigError, match="max_iters expects int"):
         train.main(tiny_args(out_dir, data_dir, max_iters="lots"))
-    with pytest.raises(ConfigError, match="init_from='gpt3'"):
+    with pytest.raises(ConfigError, match="init_from expects one of 'scratch', 'resume', 'gpt2'.*got 'gpt3'"):
         train.main(tiny_args(out_dir, data_dir, init_from="gpt3"))
     with pytest.raises(ConfigError, match="not divisible by n_head"):
         train.main(tiny_args(out_dir, data_dir, n_embd=30, n_head=4))
     assert not out_dir.exists()
     # ints are fine for float fields, and every config file in config/ is valid
-    cfg = common.parse_config(train.TrainConfig(), ["--learning_rate=1", "--wandb_run_name=a=b"])
+    cfg = parse_config(train.TrainConfig(), ["--learning_rate=1", "--wandb_run_name=a=b"])
     assert cfg.learning_rate == 1.0 and isinstance(cfg.learning_rate, float)
     assert cfg.wandb_run_name == "a=b"
     for config_file in sorted((REPO / "config").glob("*.py")):
-        train.validate_config(common.parse_config(train.TrainConfig(), [str(config_file)]))
+        train.validate_config(parse_config(train.TrainConfig(), [str(config_file)]))
 
 
 def test_gradient_accumulation_must_divide_by_world_size(tmp_path):
-    cfg = common.parse_config(train.TrainConfig(), ["--gradient_accumulation_steps=5",
+    cfg = parse_config(train.TrainConfig(), ["--gradient_accumulation_steps=5",
                                                     f"--out_dir={tmp_path / 'out'}"])
-    world = train.Distributed(rank=0, local_rank=0, world_size=2)
-    with pytest.raises(TrainingError, match="gradient_accumulation_steps=5.*divisible.*=6"):
-        train._train(cfg, world, "cpu")
+    world = Distributed(rank=0, local_rank=0, world_size=2)
+    with pytest.raises(ConfigError, match="gradient_accumulation_steps=5.*divisible.*=6"):
+        train.setup(train.resolve_config(cfg, "cpu", "float32"), world)
 
 
 def test_train_gpt2_config_is_half_a_million_tokens_per_step():
-    cfg = common.parse_config(train.TrainConfig(), [str(REPO / "config" / "train_gpt2.py")])
+    cfg = parse_config(train.TrainConfig(), [str(REPO / "config" / "train_gpt2.py")])
     assert cfg.gradient_accumulation_steps * cfg.batch_size * cfg.block_size == 524288
 
 
@@ -204,8 +209,8 @@ def test_unwrap_model_gives_clean_state_dict_keys():
     model = GPT(GPTConfig(block_size=8, vocab_size=10, n_layer=1, n_head=2, n_embd=8))
     compiled = torch.compile(model)  # wrapping is free; compiling happens on the first call
     assert any(k.startswith("_orig_mod.") for k in compiled.state_dict())
-    assert train.unwrap_model(compiled) is model
-    assert not any(k.startswith(("_orig_mod.", "module.")) for k in train.unwrap_model(compiled).state_dict())
+    assert unwrap_model(compiled) is model
+    assert not any(k.startswith(("_orig_mod.", "module.")) for k in unwrap_model(compiled).state_dict())
 
 
 # --------------------------------------------------------------------------------------------
@@ -216,7 +221,7 @@ def write_bin_dataset(directory, train_tokens, val_tokens, vocab_size=65, tokeni
     directory.mkdir(parents=True)
     np.asarray(train_tokens, dtype="<u2").tofile(directory / "train.bin")
     np.asarray(val_tokens, dtype="<u2").tofile(directory / "val.bin")
-    prepare.write_meta(directory, {"tokenizer": tokenizer, "vocab_size": vocab_size, "dtype": "uint16",
+    data.write_meta(directory, {"tokenizer": tokenizer, "vocab_size": vocab_size, "dtype": "uint16",
                                    "format": "bin", "train_tokens": len(train_tokens),
                                    "val_tokens": len(val_tokens), "chars": []})
     return directory
@@ -227,10 +232,10 @@ def test_batches_are_next_token_windows_from_llmc_shards(tmp_path):
     directory.mkdir()
     # Two shards of consecutive ids with a gap between them: a window crossing from one file
     # into the other would show a jump.
-    prepare.write_shard(directory / "train_1.bin", np.arange(0, 300))
-    prepare.write_shard(directory / "train_2.bin", np.arange(1000, 1100))
-    prepare.write_shard(directory / "val_0.bin", np.arange(5000, 5050))
-    prepare.write_meta(directory, {"tokenizer": "gpt2", "vocab_size": 50257, "dtype": "uint16",
+    data.write_shard(directory / "train_1.bin", np.arange(0, 300))
+    data.write_shard(directory / "train_2.bin", np.arange(1000, 1100))
+    data.write_shard(directory / "val_0.bin", np.arange(5000, 5050))
+    data.write_meta(directory, {"tokenizer": "gpt2", "vocab_size": 50257, "dtype": "uint16",
                                    "format": "shards", "train_shards": ["train_1.bin", "train_2.bin"],
                                    "val_shards": ["val_0.bin"]})
     loader = BatchLoader(directory, batch_size=8, block_size=16)
@@ -253,8 +258,8 @@ def test_the_last_window_of_every_file_is_drawn(tmp_path):
     directory.mkdir()
     names = [f"train_{i}.bin" for i in range(3)]
     for i, name in enumerate(names):
-        prepare.write_shard(directory / name, np.arange(1000 * i, 1000 * i + 17))
-    prepare.write_meta(directory, {"tokenizer": "gpt2", "vocab_size": 50257, "dtype": "uint16",
+        data.write_shard(directory / name, np.arange(1000 * i, 1000 * i + 17))
+    data.write_meta(directory, {"tokenizer": "gpt2", "vocab_size": 50257, "dtype": "uint16",
                                    "format": "shards", "train_shards": names, "val_shards": names[:1]})
     loader = BatchLoader(directory, batch_size=8, block_size=16)
     seen_files = set()
@@ -324,12 +329,12 @@ def test_loader_memory_stays_flat_over_thousands_of_batches(tmp_path):
 
 
 def test_missing_dataset_names_the_prepare_command(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"python prepare\.py fineweb10B --num_shards=1"):
+    with pytest.raises(DataError, match=r"python prepare\.py fineweb10B --num_shards=1"):
         train.main(["--dataset=fineweb10B", f"--data_dir={tmp_path}", f"--out_dir={tmp_path / 'out'}",
                     "--device=cpu"])
     directory = write_bin_dataset(tmp_path / "mytext", range(100), range(50))
     (directory / "val.bin").unlink()
-    with pytest.raises(FileNotFoundError, match=r"val\.bin is missing.*python prepare\.py text .*--name=mytext"):
+    with pytest.raises(DataError, match=r"val\.bin is missing.*python prepare\.py text .*--name=mytext"):
         BatchLoader(directory, batch_size=2, block_size=8)
 
 
@@ -348,7 +353,7 @@ def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path, data_dir
     straight_dir, summary = straight_run
     out_dir = tmp_path / "out"
     train.main(tiny_args(out_dir, data_dir, max_iters=8))  # stops (and checkpoints) at 8
-    assert common.load_checkpoint(out_dir / "ckpt.pt")["iter_num"] == 8
+    assert ckpt_io.load_checkpoint(out_dir / "ckpt.pt")["iter_num"] == 8
     resumed = train.main(tiny_args(out_dir, data_dir, init_from="resume"))
     assert resumed["iter_num"] == summary["iter_num"] == 12
     # Dropout is on (0.1): equal weights also mean the RNG state was restored exactly.
@@ -358,7 +363,7 @@ def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path, data_dir
 
 def test_checkpoint_contents_and_metrics(straight_run):
     straight_dir, summary = straight_run
-    checkpoint = common.load_checkpoint(straight_dir / "ckpt.pt")
+    checkpoint = ckpt_io.load_checkpoint(straight_dir / "ckpt.pt")
     expected = {"model", "model_args", "config", "iter_num", "best_val_loss", "optimizer",
                 "scaler", "rng", "data", "meta"}
     assert expected <= checkpoint.keys()
@@ -380,8 +385,8 @@ def test_checkpoint_contents_and_metrics(straight_run):
     assert evals[-1]["val_loss"] < evals[0]["val_loss"]  # it learned something
     assert checkpoint["best_val_loss"] == min(r["val_loss"] for r in evals) == summary["best_val_loss"]
 
-    # sample.py and eval.py load it through common.load_model, tokenizer included.
-    model, tokenizer, _ = common.load_model("resume", straight_dir, "cpu")
+    # sample.py and eval.py load it through checkpoint.load_model, tokenizer included.
+    model, tokenizer, _ = ckpt_io.load_model("resume", straight_dir, "cpu")
     assert checkpoint["meta"]["name"] == "tiny" and tokenizer.vocab_size == model.config.vocab_size
     assert_same_weights(model.state_dict(), checkpoint["model"])
 
@@ -410,7 +415,7 @@ def test_scratch_into_an_existing_checkpoint_refuses_unless_overwrite(tmp_path, 
     out_dir = tmp_path / "out"
     train.main(tiny_args(out_dir, data_dir, max_iters=4))
     digest = file_digest(out_dir / "ckpt.pt")
-    with pytest.raises(TrainingError, match=r"already holds a checkpoint.*--init_from=resume.*--overwrite=True"):
+    with pytest.raises(CheckpointError, match=r"already holds a checkpoint.*--init_from=resume.*--overwrite=True"):
         train.main(tiny_args(out_dir, data_dir, max_iters=4))
     assert file_digest(out_dir / "ckpt.pt") == digest
     train.main(tiny_args(out_dir, data_dir, max_iters=4, seed=2, overwrite=True))
@@ -423,8 +428,8 @@ def test_always_save_checkpoint_false_saves_only_improvements(tmp_path, data_dir
                                                                always_save, saved_at):
     val_losses = iter([3.0, 2.0, 2.5, 1.0])  # the evals at iterations 0, 4, 8 and 12
     monkeypatch.setattr(train, "estimate_loss", lambda *a, **k: {"train": 1.0, "val": next(val_losses)})
-    saved, save = [], common.save_checkpoint
-    monkeypatch.setattr(common, "save_checkpoint",
+    saved, save = [], train.save_checkpoint
+    monkeypatch.setattr(train, "save_checkpoint",
                         lambda state, path: saved.append(state["iter_num"]) or save(state, path))
     train.main(tiny_args(tmp_path, data_dir, always_save_checkpoint=always_save))
     assert saved == saved_at
@@ -465,7 +470,7 @@ def test_only_float16_runs_use_a_loss_scaler(tmp_path, data_dir):
     for dtype, scaled in (("float16", True), ("bfloat16", False)):
         out_dir = tmp_path / dtype
         train.main(tiny_args(out_dir, data_dir, dtype=dtype, max_iters=1, eval_interval=1))
-        assert bool(common.load_checkpoint(out_dir / "ckpt.pt")["scaler"]) == scaled
+        assert bool(ckpt_io.load_checkpoint(out_dir / "ckpt.pt")["scaler"]) == scaled
 
 
 @pytest.mark.parametrize("bad", ["nan", "inf"])
@@ -482,7 +487,7 @@ def test_nan_loss_stops_naming_the_iteration_and_keeps_the_checkpoint(tmp_path, 
     out_dir = tmp_path / "out"
     with pytest.raises(TrainingError, match=rf"loss is {bad} at iteration 6.*last good checkpoint.*ckpt.pt"):
         train.main(tiny_args(out_dir, data_dir))
-    checkpoint = common.load_checkpoint(out_dir / "ckpt.pt")
+    checkpoint = ckpt_io.load_checkpoint(out_dir / "ckpt.pt")
     assert checkpoint["iter_num"] == 4  # the last good one, not overwritten at the end
     assert all(torch.isfinite(t).all() for t in checkpoint["model"].values())
 
@@ -503,7 +508,7 @@ def test_quick_start_prepares_its_dataset(tmp_path):
                           "--n_layer=1", "--n_embd=16", "--eval_iters=1", "--log_interval=1"])
     assert (data_dir / "shakespeare_char" / "meta.json").is_file()
     assert summary["iter_num"] == 2
-    assert common.load_checkpoint(tmp_path / "out" / "ckpt.pt")["model_args"]["vocab_size"] == 65
+    assert ckpt_io.load_checkpoint(tmp_path / "out" / "ckpt.pt")["model_args"]["vocab_size"] == 65
 
 
 def test_init_from_gpt2_evaluates_and_finetunes_the_pretrained_weights(tmp_path, monkeypatch, data_dir):
@@ -524,7 +529,7 @@ def test_init_from_gpt2_evaluates_and_finetunes_the_pretrained_weights(tmp_path,
 
     out_dir = tmp_path / "out"
     train.main(args + [f"--out_dir={out_dir}", "--max_iters=2", "--dropout=0.1", "--learning_rate=1e-4"])
-    checkpoint = common.load_checkpoint(out_dir / "ckpt.pt")
+    checkpoint = ckpt_io.load_checkpoint(out_dir / "ckpt.pt")
     assert checkpoint["model_args"]["dropout"] == 0.1  # the override reached the model
     assert (checkpoint["model_args"]["n_embd"], checkpoint["model_args"]["block_size"]) == (16, 32)
     start = pretrained.state_dict()["transformer.h.0.mlp.c_fc.weight"]
@@ -591,7 +596,7 @@ def test_run_killed_with_sigkill_resumes_from_the_last_good_checkpoint(
         child.kill()
         child.wait()
 
-    assert common.load_checkpoint(out_dir / "ckpt.pt")["iter_num"] == resumes_from
+    assert ckpt_io.load_checkpoint(out_dir / "ckpt.pt")["iter_num"] == resumes_from
     train.main(tiny_args(out_dir, data_dir, init_from="resume"))
     straight_dir, _ = straight_run
     assert_same_weights(load_weights(out_dir), load_weights(straight_dir))

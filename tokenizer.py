@@ -25,6 +25,8 @@ from pathlib import Path
 
 import tiktoken
 
+from common import UserError
+
 GPT2_ASSETS_DIR = Path(__file__).resolve().parent / "assets" / "gpt2"
 # The same hashes tiktoken checks for these files (tiktoken_ext/openai_public.py).
 GPT2_VOCAB_BPE_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
@@ -38,14 +40,18 @@ GPT2_EOT_ID = 50256  # the last id: GPT-2 puts it between documents
 GPT2_VOCAB_SIZE = 50257  # 256 bytes + 50000 merges + <|endoftext|>
 
 
+class TokenizerError(UserError):
+    """Text the tokenizer cannot encode, or tokenizer files that are missing or altered."""
+
+
 def _read_verified(path: Path, expected_sha256: str) -> bytes:
     """Read a vendored file and make sure it is the file we think it is."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; it is part of the repository (restore it with `git checkout -- {path.name}`)")
+        raise TokenizerError(f"{path} is missing; it is part of the repository (restore it with `git checkout -- {path.name}`)")
     data = path.read_bytes()
     actual = hashlib.sha256(data).hexdigest()
     if actual != expected_sha256:
-        raise ValueError(f"{path} is corrupt or modified (sha256 {actual}, expected {expected_sha256}); restore it from git")
+        raise TokenizerError(f"{path} is corrupt or modified (sha256 {actual}, expected {expected_sha256}); restore it from git")
     return data
 
 
@@ -85,7 +91,7 @@ def _gpt2_mergeable_ranks(vocab_bpe: str, encoder_json: str) -> dict[bytes, int]
 
     token_ids = {to_bytes(text): i for text, i in json.loads(encoder_json).items() if text != GPT2_EOT}
     if ranks != token_ids:
-        raise ValueError("GPT-2 vocab.bpe and encoder.json disagree; restore assets/gpt2/ from git")
+        raise TokenizerError("GPT-2 vocab.bpe and encoder.json disagree; restore assets/gpt2/ from git")
     return ranks
 
 
@@ -129,7 +135,7 @@ class CharTokenizer:
         if unknown:
             shown = ", ".join(repr(c) for c in sorted(unknown)[:20])
             more = f" (and {len(unknown) - 20} more)" if len(unknown) > 20 else ""
-            raise ValueError(
+            raise TokenizerError(
                 f"{len(unknown)} character(s) not in this {self.vocab_size}-character vocabulary: {shown}{more}. "
                 "A character tokenizer only knows the characters of the text it was built from; "
                 "remove them, or prepare a dataset that contains them"
@@ -175,7 +181,7 @@ def tokenizer_from_meta(meta: dict):
     elif kind == "gpt2":
         tokenizer = GPT2Tokenizer()
     else:
-        raise ValueError(f"unknown tokenizer {kind!r} in meta.json (expected 'char' or 'gpt2')")
+        raise TokenizerError(f"unknown tokenizer {kind!r} in meta.json (expected 'char' or 'gpt2')")
     if "vocab_size" in meta and meta["vocab_size"] != tokenizer.vocab_size:
-        raise ValueError(f"meta.json says vocab_size={meta['vocab_size']} but the {kind} tokenizer has {tokenizer.vocab_size}")
+        raise TokenizerError(f"meta.json says vocab_size={meta['vocab_size']} but the {kind} tokenizer has {tokenizer.vocab_size}")
     return tokenizer

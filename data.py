@@ -1,0 +1,341 @@
+"""
+Token files on disk, and the one reader that turns them into batches.
+
+Every dataset is a folder `data/<name>/` holding a meta.json (which tokenizer, how many tokens,
+which files) next to the tokens themselves, in one of two formats:
+
+- "bin": train.bin and val.bin, each one raw little-endian token array: uint16 when every id
+  fits (vocab_size <= 65536, true for GPT-2's 50257), else uint32. prepare.py writes these.
+- "shards": llm.c's token files (a 256 x int32 header: magic 20240520, version 1, token count;
+  then uint16 tokens), as FineWeb comes pre-tokenized. A split may be many shards.
+
+What lives here:
+  - writing and checking those files (`to_token_array`, `write_meta`, `write_shard`,
+    `read_shard_header`, `validate_shard`), used by prepare.py;
+  - `BatchLoader`, the reader: random (B, T) training windows from a checkpointable generator
+    (train.py, bench.py), fixed random batches for train.py's quick evaluations, and
+    `consecutive_batches()`, every token of a split once, in order, for exact perplexity (eval.py,
+    guide.py). Both open files through `open_split()` and read rows through `read_rows()`;
+  - `load_split()`: a split's whole token arrays, for looking at small datasets (guide.py, tests).
+
+Design choices:
+  - meta.json is JSON, never pickle: loading a pickle can run arbitrary code, and JSON is
+    readable in any editor. prepare.py deletes it first and writes it last, so a folder with a
+    meta.json is a complete dataset, even after a crash midway.
+  - An id that does not fit the token dtype is an error; numpy's astype would silently wrap it.
+  - Memory stays flat however long training runs: each batch opens the files, reads just its
+    windows, and closes them (a np.memmap kept open for hours slowly maps every page it touches).
+  - A window never crosses a file boundary: separate files are separate streams of documents.
+"""
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common import UserError
+
+DATA_DIR = Path(__file__).resolve().parent / "data"  # default home of all datasets
+
+SHARD_MAGIC = 20240520  # llm.c's marker: "this is a token shard" (a date, in fact)
+SHARD_VERSION = 1  # version 1 = uint16 tokens
+SHARD_HEADER_INTS = 256
+SHARD_HEADER_BYTES = SHARD_HEADER_INTS * 4
+
+
+class DataError(UserError):
+    """A dataset that is missing, damaged, or cannot be used as asked (e.g. shorter than a window)."""
+
+
+class ShardError(DataError):
+    """A token shard is malformed (wrong magic or version, truncated, or an id out of range)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Writing token files
+# --------------------------------------------------------------------------------------------
+
+def dtype_for_vocab(vocab_size: int) -> np.dtype:
+    """Smallest unsigned dtype that holds every id in range(vocab_size), little-endian."""
+    if vocab_size <= 2**16:
+        return np.dtype("<u2")  # half the disk and memory bandwidth of uint32
+    if vocab_size <= 2**32:
+        return np.dtype("<u4")
+    raise ValueError(f"vocab_size {vocab_size} does not fit in uint32")
+
+
+def to_token_array(ids, vocab_size: int) -> np.ndarray:
+    """ids -> array of the smallest dtype for vocab_size; an id outside [0, vocab_size) is an error."""
+    ids = np.asarray(ids, dtype=np.int64)
+    dtype = dtype_for_vocab(vocab_size)
+    bad = np.flatnonzero((ids < 0) | (ids >= vocab_size))
+    if bad.size:
+        first = int(bad[0])
+        raise ValueError(
+            f"token id {int(ids[first])} at position {first} is outside the vocabulary [0, {vocab_size}) "
+            f"({bad.size} bad id(s)); storing it as {dtype.name} would corrupt the data"
+        )
+    return ids.astype(dtype)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write to a temp file, then rename: readers never see a half-written file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def write_meta(dataset_dir: Path, meta: dict) -> None:
+    text = json.dumps(meta, indent=2, ensure_ascii=False) + "\n"
+    write_atomic(Path(dataset_dir) / "meta.json", text.encode("utf-8"))
+
+
+def write_shard(path, tokens) -> None:
+    """Write tokens (ids < 65536) as an llm.c shard: 256 x int32 header, then uint16 tokens."""
+    tokens = to_token_array(tokens, 2**16)
+    header = np.zeros(SHARD_HEADER_INTS, dtype="<i4")
+    header[0], header[1], header[2] = SHARD_MAGIC, SHARD_VERSION, tokens.size
+    write_atomic(Path(path), header.tobytes() + tokens.tobytes())
+
+
+# --------------------------------------------------------------------------------------------
+# Opening and checking a dataset
+# --------------------------------------------------------------------------------------------
+
+def dataset_path(name, data_dir=None) -> Path:
+    """data_dir/name, with data_dir defaulting to data/ next to this file."""
+    return Path(data_dir or DATA_DIR) / name
+
+
+def prepare_command(name: str) -> str:
+    """The command that (re)creates dataset `name`, for error messages."""
+    commands = {
+        "shakespeare_char": "python prepare.py",
+        "shakespeare": "python prepare.py shakespeare",
+        "fineweb10B": "python prepare.py fineweb10B --num_shards=1",
+    }
+    return commands.get(name, f"python prepare.py text --input=YOUR_FILE.txt --name={name}")
+
+
+def load_meta(dataset_dir) -> dict:
+    """Read data/<name>/meta.json; a missing dataset names the prepare.py command that makes it."""
+    dataset_dir = Path(dataset_dir)
+    meta_path = dataset_dir / "meta.json"
+    if not meta_path.is_file():
+        raise DataError(f"no prepared dataset at {dataset_dir} ({meta_path.name} is missing). "
+                        f"Create it with: {prepare_command(dataset_dir.name)}")
+    return json.loads(meta_path.read_text(encoding="utf-8"))
+
+
+def read_shard_header(path) -> int:
+    """Validate an llm.c shard's header against its file size; return its number of tokens."""
+    path = Path(path)
+    file_size = path.stat().st_size
+    if file_size < SHARD_HEADER_BYTES:
+        raise ShardError(f"{path} is {file_size} bytes, too small to hold a {SHARD_HEADER_BYTES}-byte shard header")
+    header = np.fromfile(path, dtype="<i4", count=SHARD_HEADER_INTS)
+    if header[0] != SHARD_MAGIC:
+        raise ShardError(f"{path} is not a token shard (magic {header[0]}, expected {SHARD_MAGIC})")
+    if header[1] != SHARD_VERSION:
+        raise ShardError(f"{path} has shard version {header[1]}, this code reads version {SHARD_VERSION}")
+    num_tokens = int(header[2])
+    expected_size = SHARD_HEADER_BYTES + 2 * num_tokens  # 2 bytes per uint16 token
+    if file_size != expected_size:
+        raise ShardError(
+            f"{path} is truncated or corrupt: its header says {num_tokens:,} tokens "
+            f"({expected_size:,} bytes) but the file has {file_size:,} bytes"
+        )
+    return num_tokens
+
+
+def read_shard(path) -> np.memmap:
+    """The tokens of an llm.c shard as a read-only uint16 memmap (header validated first)."""
+    num_tokens = read_shard_header(path)
+    return np.memmap(path, dtype="<u2", mode="r", offset=SHARD_HEADER_BYTES, shape=(num_tokens,))
+
+
+def validate_shard(path, vocab_size: int) -> int:
+    """Check a shard's header, size and token ids; return its number of tokens."""
+    tokens = read_shard(path)
+    if tokens.size and int(tokens.max()) >= vocab_size:
+        raise ShardError(f"{path} holds token id {int(tokens.max())}, outside the vocabulary of {vocab_size}")
+    return int(tokens.size)
+
+
+@dataclass
+class TokenFile:
+    path: Path
+    header_bytes: int  # bytes before the first token (llm.c shards have a 1024-byte header)
+    num_tokens: int
+    dtype: np.dtype
+
+    def tokens(self) -> np.memmap:
+        """The whole file as a read-only array (mapped, not read: pages load as they are used)."""
+        return np.memmap(self.path, dtype=self.dtype, mode="r", offset=self.header_bytes,
+                         shape=(self.num_tokens,))
+
+
+def open_split(dataset_dir, split, meta=None) -> list[TokenFile]:
+    """The files of one split ("train" or "val"), each checked against its size."""
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    directory = Path(dataset_dir)
+    meta = load_meta(directory) if meta is None else meta
+    fix = f"recreate the dataset with: {prepare_command(directory.name)}"
+    if meta.get("format", "bin") == "shards":
+        paths = [directory / name for name in meta[f"{split}_shards"]]
+    else:
+        paths = [directory / f"{split}.bin"]
+    files = []
+    for path in paths:
+        if not path.is_file():
+            raise DataError(f"{path} is missing; {fix}")
+        if meta.get("format", "bin") == "shards":
+            num_tokens = read_shard_header(path)  # checks magic, version and size
+            files.append(TokenFile(path, SHARD_HEADER_BYTES, num_tokens, np.dtype("<u2")))
+        else:
+            dtype = np.dtype(meta["dtype"]).newbyteorder("<")
+            size = path.stat().st_size
+            if size % dtype.itemsize:
+                raise DataError(f"{path} is {size} bytes, not a whole number of {dtype.name} tokens: "
+                                f"it is truncated; {fix}")
+            files.append(TokenFile(path, 0, size // dtype.itemsize, dtype))
+    return files
+
+
+def load_split(dataset_dir, split) -> list[np.ndarray]:
+    """The token arrays of one split, one read-only memmap per file: for looking at small data."""
+    return [f.tokens() for f in open_split(dataset_dir, split)]
+
+
+def read_rows(files, windows, length) -> torch.Tensor:
+    """
+    Read `length` tokens at each (file index, start) window -> (len(windows), length) int64.
+    A window that runs past the end of its file is padded with -1 (consecutive_batches' last
+    window); training windows always fit. Every file opened here is closed before returning.
+    """
+    rows = np.full((len(windows), length), -1, dtype=np.int64)
+    with contextlib.ExitStack() as stack:
+        handles = {}
+        for row, (k, start) in enumerate(windows):
+            token_file = files[k]
+            if k not in handles:
+                handles[k] = stack.enter_context(open(token_file.path, "rb"))
+            f = handles[k]
+            count = min(length, token_file.num_tokens - start)
+            f.seek(token_file.header_bytes + start * token_file.dtype.itemsize)
+            data = f.read(count * token_file.dtype.itemsize)
+            if len(data) != count * token_file.dtype.itemsize:
+                raise DataError(f"{token_file.path} is shorter than when it was opened; was it rewritten?")
+            rows[row, :count] = np.frombuffer(data, dtype=token_file.dtype)
+    return torch.from_numpy(rows)
+
+
+def to_device(tensors, device):
+    if device.startswith("cuda"):
+        # Pinned (page-locked) memory lets the copy run asynchronously while the GPU works.
+        return tuple(t.pin_memory().to(device, non_blocking=True) for t in tensors)
+    return tuple(t.to(device) for t in tensors)
+
+
+# --------------------------------------------------------------------------------------------
+# The reader
+# --------------------------------------------------------------------------------------------
+
+class BatchLoader:
+    """
+    Random (B, T) training windows from a prepared dataset.
+
+    get_batch(split) is the training stream: its generator state is saved in checkpoints
+    (state_dict), so a resumed run replays exactly the batches an uninterrupted one sees. Under
+    DDP every rank draws the window offsets of *all* ranks from the same stream and keeps its own:
+    ranks see different data, and together they see what one process with the same total batch
+    would see. eval_batches() is separate and fixed, so evaluating never moves the stream.
+    """
+
+    def __init__(self, dataset_dir, batch_size, block_size, device="cpu", seed=1337,
+                 rank=0, world_size=1):
+        self.dataset_dir = Path(dataset_dir)
+        self.batch_size, self.block_size = batch_size, block_size
+        self.device = device
+        self.rank, self.world_size = rank, world_size
+        self.meta = load_meta(self.dataset_dir)  # names the prepare.py command if missing
+        self.files = {split: open_split(self.dataset_dir, split, self.meta) for split in ("train", "val")}
+        for split, files in self.files.items():
+            self._check_long_enough(split, files)
+        # A window starts anywhere in [0, n - T - 1] of a file of n tokens: n - T choices.
+        self.windows_per_file = {split: np.array([max(0, f.num_tokens - block_size) for f in files])
+                                 for split, files in self.files.items()}
+        self.generator = torch.Generator().manual_seed(seed)
+        self.batches_drawn = 0  # training batches taken so far (the "data position", for humans)
+
+    def _check_long_enough(self, split, files):
+        # A window is T inputs plus one more token: the target of the last input.
+        needed = self.block_size + 1
+        if all(f.num_tokens < needed for f in files):
+            longest = max((f.num_tokens for f in files), default=0)
+            where = "has" if len(files) == 1 else "has no file longer than; its longest has"
+            raise DataError(
+                f"the {split} split of {self.dataset_dir} {where} {longest:,} tokens, but block_size="
+                f"{self.block_size} needs at least {needed:,} (block_size inputs + 1 target). "
+                f"Use a smaller --block_size or more text")
+
+    def _draw(self, split, generator):
+        """B random window positions as (file index, start) pairs."""
+        counts = self.windows_per_file[split]
+        ends = np.cumsum(counts)  # window index i lies in file k when ends[k-1] <= i < ends[k]
+        picks = torch.randint(int(ends[-1]), (self.batch_size,), generator=generator).numpy()
+        file_index = np.searchsorted(ends, picks, side="right")
+        starts = picks - (ends[file_index] - counts[file_index])
+        return list(zip(file_index.tolist(), starts.tolist()))
+
+    def _read(self, split, windows):
+        """x, y (B, T) int64 on the device; y is x shifted by one."""
+        tokens = read_rows(self.files[split], windows, self.block_size + 1)
+        # Position t of x is trained to predict position t of y, the next token.
+        x, y = tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()  # each (B, T)
+        return to_device((x, y), self.device)
+
+    def get_batch(self, split="train"):
+        """The next batch of this rank from the training stream: (x, y), each (B, T)."""
+        mine = None
+        for rank in range(self.world_size):  # draw every rank's windows, keep our own
+            windows = self._draw(split, self.generator)
+            if rank == self.rank:
+                mine = windows
+        self.batches_drawn += 1
+        return self._read(split, mine)
+
+    def eval_batches(self, split, num_batches, seed=0):
+        """num_batches fixed batches of a split: the same ones on every call, on every rank."""
+        generator = torch.Generator().manual_seed(seed)
+        for _ in range(num_batches):
+            yield self._read(split, self._draw(split, generator))
+
+    def state_dict(self):
+        return {"generator": self.generator.get_state(), "batches_drawn": self.batches_drawn}
+
+    def load_state_dict(self, state):
+        self.generator.set_state(state["generator"])
+        self.batches_drawn = state["batches_drawn"]
+
+
+def consecutive_batches(dataset_dir, split, block_size, batch_size, device="cpu"):
+    """
+    Every token of a split exactly once, for exact perplexity: consecutive, non-overlapping
+    windows of block_size + 1 tokens (each predicts its last block_size tokens; a window's last
+    token is the next one's first input). Yields (x, y), each (B, T); the last window of a file
+    can be shorter, and its missing targets are -1, which cross_entropy's ignore_index skips.
+    """
+    files = open_split(dataset_dir, split)
+    windows = [(k, start) for k, f in enumerate(files) for start in range(0, f.num_tokens - 1, block_size)]
+    for i in range(0, len(windows), batch_size):
+        tokens = read_rows(files, windows[i:i + batch_size], block_size + 1)
+        # The padding of a short window must still be a valid id as an *input* (0 will do: the
+        # positions it feeds are never scored); as a target it stays -1.
+        x, y = tokens[:, :-1].clamp(min=0), tokens[:, 1:].contiguous()
+        yield to_device((x, y), device)
