@@ -22,8 +22,7 @@ Shapes: B = batch, T = sequence length, C = n_embd, nh = n_head, hs = head size 
 
 import json
 import math
-import os
-from dataclasses import dataclass, asdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -79,10 +78,14 @@ class CausalSelfAttention(nn.Module):
     W_V_i matrices are stacked side by side into one Linear layer (`c_attn`, C -> 3C) so one
     matrix multiply computes every head's queries, keys and values; `c_proj` is W_O. The mask is
     always the causal one, built in.
+
+    layer_idx is the number of the block this layer sits in. It names the layer's own slot in the
+    KV cache; a layer used on its own, outside a model, is layer 0.
     """
 
-    def __init__(self, config):
+    def __init__(self, config, layer_idx=0):
         super().__init__()
+        self.layer_idx = layer_idx
         self.n_head = config.n_head
         self.head_size = config.n_embd // config.n_head
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
@@ -104,25 +107,25 @@ class CausalSelfAttention(nn.Module):
         k = k.view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
 
-        # During generation, the keys and values of earlier tokens come from the cache; this
-        # step's new k, v are appended. q stays (B, nh, T, hs): only new tokens ask questions.
+        # During generation, the keys and values of earlier tokens come from the cache: this
+        # layer stores its new k, v in its own slot (layer_idx) and gets back all of them so far.
+        # q stays (B, nh, T, hs): only new tokens ask questions.
         past = 0
         if kv_cache is not None:
             past = kv_cache.pos
-            k, v = kv_cache.append(k, v)  # (B, nh, past + T, hs)
+            k, v = kv_cache.update(self.layer_idx, k, v)  # (B, nh, past + T, hs)
 
         if self.use_sdpa:
             # PyTorch's fused kernel does steps 3-6 below in one pass without ever storing the
             # (T x T) score matrix (FlashAttention-style). Same maths; the tests prove it.
-            # is_causal masks "top-left aligned", right when there is no past. A single new
-            # token with a cache may see every cached token, so it needs no mask at all.
-            if past == 0 or T == 1:
-                y = F.scaled_dot_product_attention(
-                    q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=(past == 0))
-            else:
-                y = F.scaled_dot_product_attention(
-                    q, k, v, attn_mask=causal_mask(T, past, x.device),
-                    dropout_p=self.dropout if self.training else 0.0)
+            # is_causal=True builds the causal mask itself, but aligned to the top-left corner:
+            # query i sees keys 0..i. That is right only when there is no past. With a cache,
+            # query i sits at position past + i and must also see every cached key, so the
+            # mask is passed explicitly (the same one step 4 uses).
+            mask = None if past == 0 else causal_mask(T, past, x.device)  # (T, past+T) or None
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
+                is_causal=(past == 0))
         else:
             # 3. Scores: how much each query matches each key, scaled by 1/sqrt(hs). A dot product
             #    of two random hs-dim vectors has variance ~hs; without the scale, scores grow with
@@ -160,27 +163,40 @@ class KVCache:
 
     Without a cache, generating each new token re-runs the whole context through the model,
     recomputing keys and values that have not changed: a token's k and v depend only on the
-    tokens before it. With it, each step feeds one token and appends one k, v per layer.
+    tokens before it. With it, each step feeds one token and adds one k, v per layer.
+
+    The cache's state follows from the model's structure, not from the order of calls. Each
+    attention layer names its own buffer by its layer_idx, and `pos` (shared by every layer)
+    moves in one place: GPT.forward advances it once, after the last block. So running one block
+    alone, or an exception half-way through a forward pass, leaves pos where it was, and the next
+    forward simply writes the same positions again.
     """
 
     def __init__(self, config):
-        self.n_layer, self.block_size = config.n_layer, config.block_size
-        self.k, self.v = [], []  # one (B, nh, block_size, hs) buffer per layer, made on first use
-        self.pos = 0  # how many positions are filled
-        self.layer = 0  # which layer appends next (layers run in order)
+        self.block_size = config.block_size
+        # one (B, nh, block_size, hs) buffer per layer, allocated on first use (see update)
+        self.k = [None] * config.n_layer
+        self.v = [None] * config.n_layer
+        self.pos = 0  # how many positions every layer has filled
 
-    def append(self, k, v):
+    def update(self, layer_idx, k, v):
+        """
+        Store one layer's new keys and values k, v (B, nh, T, hs) at positions pos..pos+T-1 of
+        that layer's buffer; return the layer's keys and values for positions 0..pos+T-1, each
+        (B, nh, pos+T, hs). pos does not move here: the other layers still have to store theirs.
+        """
         B, nh, T, hs = k.shape
-        i, end = self.layer, self.pos + T
-        if i == len(self.k):  # first call for this layer: allocate in the dtype attention runs in
-            self.k.append(k.new_zeros(B, nh, self.block_size, hs))
-            self.v.append(v.new_zeros(B, nh, self.block_size, hs))
-        self.k[i][:, :, self.pos:end] = k
-        self.v[i][:, :, self.pos:end] = v
-        self.layer += 1
-        if self.layer == self.n_layer:  # every layer has its new entries: advance
-            self.layer, self.pos = 0, end
-        return self.k[i][:, :, :end], self.v[i][:, :, :end]
+        end = self.pos + T
+        if self.k[layer_idx] is None:  # allocated only now, in the dtype attention runs in
+            self.k[layer_idx] = k.new_zeros(B, nh, self.block_size, hs)
+            self.v[layer_idx] = v.new_zeros(B, nh, self.block_size, hs)
+        self.k[layer_idx][:, :, self.pos:end] = k
+        self.v[layer_idx][:, :, self.pos:end] = v
+        return self.k[layer_idx][:, :, :end], self.v[layer_idx][:, :, :end]
+
+    def advance(self, T):
+        """Every layer has stored T new positions: count them as filled."""
+        self.pos += T
 
 
 # --------------------------------------------------------------------------------------------
@@ -215,10 +231,10 @@ class Block(nn.Module):
     all; pre-norm stacks train stably, at the cost of one extra LayerNorm (ln_f) at the very end.
     """
 
-    def __init__(self, config):
+    def __init__(self, config, layer_idx):
         super().__init__()
         self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.attn = CausalSelfAttention(config)
+        self.attn = CausalSelfAttention(config, layer_idx)  # layer_idx: its slot in the KV cache
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
@@ -241,7 +257,7 @@ class GPT(nn.Module):
             wte=nn.Embedding(config.padded_vocab_size, config.n_embd),  # token -> vector
             wpe=nn.Embedding(config.block_size, config.n_embd),  # position -> vector
             drop=nn.Dropout(config.dropout),
-            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            h=nn.ModuleList([Block(config, i) for i in range(config.n_layer)]),
             ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
         ))
         self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=False)
@@ -318,6 +334,8 @@ class GPT(nn.Module):
         x = self.transformer.drop(x)
         for block in self.transformer.h:
             x = block(x, kv_cache)
+        if kv_cache is not None:
+            kv_cache.advance(T)  # every layer has stored this step's keys and values
         if last_only:
             x = x[:, -1:, :]  # (B, 1, C)
         x = self.transformer.ln_f(x)
@@ -343,7 +361,11 @@ class GPT(nn.Module):
 
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
                  use_cache=True, stop_token=None, generator=None):
-        """Append max_new_tokens tokens to idx (B, T); returns (B, T + new). See generate_tokens."""
+        """
+        Append up to max_new_tokens tokens to idx (B, T); returns (B, T + new). See
+        generate_tokens. With stop_token, a row that has stopped is padded with stop_token up to
+        the longest row, so a row's text is everything before its first stop_token.
+        """
         new = list(self.generate_tokens(idx, max_new_tokens, temperature, top_k, top_p,
                                         use_cache, stop_token, generator))
         return torch.cat([idx] + new, dim=1)
@@ -355,17 +377,24 @@ class GPT(nn.Module):
 
         temperature 0 = greedy (always the most likely token); otherwise logits / temperature
         are sampled, optionally restricted to the top_k tokens and/or the smallest set of
-        tokens whose probabilities add up to top_p (nucleus sampling). Generation stops early
-        once every sequence has produced stop_token.
+        tokens whose probabilities add up to top_p (nucleus sampling).
+
+        stop_token: the rows of a batch are generated together, so a row that produces it
+        cannot leave early. From then on that row yields stop_token at every step (whatever the
+        model would have sampled), so everything after a row's first stop_token is stop_token
+        and easy to cut off. Generation ends once every row has produced it.
 
         The context window: the model has learned positions 0..block_size-1 only. A prompt
         longer than that is cropped to its last block_size tokens. When the window is full, the
         oldest half is dropped and generation continues on the newer half (like llama.cpp's
         context shift). With learned absolute positions every token's position changes when the
         window moves, so cached keys/values go stale: the cache is rebuilt from the kept half,
-        one forward pass, and then grows again one token at a time. use_cache=False runs the
-        same windows through the full model at every step: the reference the cache is tested
-        against, and what nanoGPT's generate does.
+        one forward pass, and then grows again one token at a time.
+
+        use_cache=False runs the very same windows through the full model at every step, with
+        no cache: the reference the cache is tested against. It is not nanoGPT's generate,
+        which crops the context to its last block_size tokens at every step, so its window
+        slides by one token at a time once full; here both paths drop the older half at once.
         """
         validate_sampling(temperature, top_k, top_p)
         was_training = self.training
@@ -389,9 +418,13 @@ class GPT(nn.Module):
                     else:  # only the newest token goes through the model
                         logits, _ = self(context[:, -1:], kv_cache=cache)
                     next_token = sample_next_token(logits[:, -1, :], temperature, top_k, top_p, generator)
-                    context = torch.cat((context, next_token), dim=1)
                     if stop_token is not None:
+                        # A row that has stopped stays stopped: it gets stop_token again, not
+                        # whatever was sampled for it. (The other rows are unaffected: rows of a
+                        # batch never attend to each other.)
+                        next_token = next_token.masked_fill(done.unsqueeze(1), stop_token)  # (B, 1)
                         done |= next_token.squeeze(1) == stop_token
+                    context = torch.cat((context, next_token), dim=1)
                 # Tensors made under inference_mode can never enter autograd; the copy handed
                 # out is an ordinary tensor, so a caller may train on generated text.
                 yield next_token.clone()
@@ -442,7 +475,7 @@ class GPT(nn.Module):
             raise ValueError(f"{directory / 'model.safetensors'} could not be read ({e}); "
                              f"delete it and download it again") from e
         model = cls(config)
-        model.load_state_dict(hf_to_ours(hf_state, model.state_dict(), config))
+        model.load_state_dict(hf_to_ours(hf_state, model.state_dict()))
         return model
 
     def save_pretrained(self, directory):
@@ -534,7 +567,7 @@ def download_hub_model(name):
 CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
 
-def hf_to_ours(hf_state, our_state, config):
+def hf_to_ours(hf_state, our_state):
     """
     Map a Hugging Face GPT-2 state dict onto ours. Reads both layouts: the hub's original files
     (keys like 'h.0.attn.c_attn.weight', plus 'attn.bias' causal-mask buffers) and what current
