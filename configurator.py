@@ -5,6 +5,7 @@ line, explains its options, and prints it back.
     parse_config(defaults, argv, usage=, description=)  -> a new, checked dataclass instance
     help_text(config_class_or_instance, usage=, description=) -> what --help prints
     options_table(config_class)                         -> the options as a Markdown table (README)
+    field_comments(config_class)                        -> {field: (section, comment)}, from its source
     config_to_dict(config), print_config(config)        -> what a checkpoint stores / the run prints
 
 Rules of parse_config():

@@ -522,3 +522,14 @@ def test_hf_url_and_cache_dir(monkeypatch, tmp_path):
     assert download.cache_dir() == tmp_path
     monkeypatch.delenv("GPT_CACHE_DIR")
     assert download.cache_dir() == Path.home() / ".cache" / "gpt-from-scratch"
+
+
+def test_every_bundled_file_has_its_origin_and_terms_in_the_notice():
+    notice = (REPO_ROOT / "NOTICE.md").read_text(encoding="utf-8")
+    bundled = sorted(p.relative_to(REPO_ROOT).as_posix() for p in (REPO_ROOT / "assets").rglob("*") if p.is_file())
+    assert bundled, "assets/ is empty"
+    for path in bundled:
+        assert f"`{path}`" in notice, f"{path} is bundled but NOTICE.md does not say where it comes from"
+    # OpenAI's licence for the GPT-2 files must travel with them, in full.
+    assert "Modified MIT License" in notice and "Software Copyright (c) 2019 OpenAI" in notice
+    assert (REPO_ROOT / "LICENSE").read_text(encoding="utf-8").startswith("MIT License")

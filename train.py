@@ -76,7 +76,7 @@ class TrainConfig:
     log_interval: int = 10  # print and log the training loss every this many iterations
     eval_only: bool = False  # evaluate once (the resumed checkpoint or GPT-2) and exit
     always_save_checkpoint: bool = True  # False: write ckpt.pt only when val loss improves
-    # where the weights start: 'scratch', 'resume' (out_dir/ckpt.pt), or OpenAI's GPT-2 weights
+    # where the weights start: 'scratch', 'resume' (out_dir/ckpt.pt), or OpenAI's 'gpt2' ... 'gpt2-xl'
     init_from: Literal["scratch", "resume", "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"] = "scratch"
     overwrite: bool = False  # let a new run replace the checkpoint already in out_dir
     # --- Weights & Biases (optional, `pip install wandb`) ---
@@ -274,7 +274,8 @@ def build_model(cfg, meta, checkpoint=None):
 
 def main(argv=None):
     """Parse the command line (config files and --key=value) and train. Returns a summary dict."""
-    cfg = parse_config(TrainConfig(), sys.argv[1:] if argv is None else argv, usage=__doc__)
+    usage = __doc__[:__doc__.index("What one run does")]  # --help: the commands, then every option
+    cfg = parse_config(TrainConfig(), sys.argv[1:] if argv is None else argv, usage=usage)
     validate_config(cfg)
     return train(cfg)
 
