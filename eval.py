@@ -101,7 +101,7 @@ def hellaswag_path():
     download(f"{base}/{HELLASWAG_FILE}", path)
     try:
         read_hellaswag(path)
-    except ValueError as e:
+    except DataError as e:
         path.unlink()  # never keep a damaged file in the cache: the next run downloads again
         raise DownloadError(f"{base}/{HELLASWAG_FILE}", str(e), "run the command again") from e
     return path
@@ -117,9 +117,9 @@ def read_hellaswag(path, limit=None):
             try:
                 item = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}, line {line_no}: not JSON ({e})") from e
+                raise DataError(f"{path}, line {line_no}: not JSON ({e})") from e
             if not {"ctx", "endings", "label"} <= item.keys() or len(item["endings"]) != 4:
-                raise ValueError(f"{path}, line {line_no}: a HellaSwag item needs 'ctx', "
+                raise DataError(f"{path}, line {line_no}: a HellaSwag item needs 'ctx', "
                                  f"4 'endings' and 'label'")
             items.append(item)
             if limit is not None and len(items) == limit:
