@@ -12,16 +12,28 @@ Checkpoints: saving a run so that nothing is lost, and loading a trained model b
 
 - `training_state()` is what train.py saves: weights, optimizer, loss scaler, iteration, best
   val loss, every random generator and the data position, so that a resumed run continues
-  exactly as the uninterrupted one would have; `restore_rng()` puts the generators back.
+  exactly as the uninterrupted one would have. `save_training_checkpoint()` writes it as one
+  file (ckpt.pt) or, for a model sharded by FSDP, as PyTorch Distributed Checkpoint shards that
+  every process writes at once (a ckpt-<iter>/ folder, named by ckpt.json);
+  `load_training_checkpoint()` and `restore_training_state()` read either back, into any number
+  of processes; `restore_rng()` puts the generators back.
 """
 
 import contextlib
 import dataclasses
+import json
 import os
 import pickle
 import re
+import shutil
+import warnings
+from pathlib import Path
 
 import torch
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_state_dict, set_model_state_dict,
+                                                     set_state_dict)
+from torch.distributed.tensor import DTensor
 
 from common import UserError
 from configurator import config_to_dict
@@ -30,6 +42,8 @@ from model import GPT, GPTConfig
 from tokenizer import GPT2Tokenizer, tokenizer_from_meta
 
 CHECKPOINT_NAME = "ckpt.pt"  # what train.py writes in out_dir, and sample.py and eval.py read
+SHARDED_POINTER = "ckpt.json"  # an FSDP run's out_dir: names the newest complete ckpt-<iter>/ folder
+SHARDED_EXTRA = "state.pt"  # in that folder, beside the shards: everything but the tensors
 
 
 class CheckpointError(UserError):
@@ -92,13 +106,20 @@ def _fsync_directory(directory):
         os.close(fd)
 
 
-def refuse_to_overwrite(path, why):
+def refuse_to_overwrite(out_dir, why):
     """Stop a new run from replacing the checkpoint of an earlier one, naming the ways out."""
-    if os.path.exists(path):
+    path = find_checkpoint(out_dir)
+    if path is not None:
         raise CheckpointError(
             f"{path} already holds a checkpoint, and {why} would replace it. "
             f"To continue that run: --init_from=resume. To start over: pick another --out_dir, "
             f"delete {path}, or pass --overwrite=True")
+
+
+def delete_checkpoints(out_dir):
+    """Remove every checkpoint in out_dir, of either kind (--overwrite=True)."""
+    (Path(out_dir) / CHECKPOINT_NAME).unlink(missing_ok=True)
+    _remove_sharded(Path(out_dir), keep=None)
 
 
 def load_checkpoint(path, map_location="cpu",
@@ -145,22 +166,29 @@ def _corrupt_error(path, error):
 
 
 # -----------------------------------------------------------------------------
-# What a training checkpoint holds
+# What a training checkpoint holds, in one file or in shards
 
 
 def training_state(model, optimizer, scaler, loader, cfg, iter_num, best_val_loss):
-    """What train.py saves: everything needed to continue exactly where the run is now."""
+    """
+    What train.py saves: everything needed to continue exactly where the run is now.
+    The weights and the optimizer come from PyTorch's get_state_dict, which names every entry by
+    its parameter's name ("transformer.h.0.attn.c_attn.weight") whatever wraps the model (DDP,
+    torch.compile, FSDP) and gives FSDP's shards as DTensors: the same layout for one file or
+    a sharded checkpoint, so either can resume a run of either kind.
+    """
     raw_model = unwrap_model(model)
+    model_state, optimizer_state = get_state_dict(raw_model, optimizer)
     rng = {"torch": torch.get_rng_state()}  # dropout masks come from this generator
     if cfg.device.startswith("cuda"):
         rng["cuda"] = torch.cuda.get_rng_state(cfg.device)
     return {
-        "model": raw_model.state_dict(),
+        "model": model_state,
+        "optimizer": optimizer_state,
         "model_args": dataclasses.asdict(raw_model.config),
         "config": config_to_dict(cfg),
         "iter_num": iter_num,  # optimizer steps done; the loop continues with step iter_num
         "best_val_loss": best_val_loss,
-        "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict(),  # {} when loss scaling is off
         "rng": rng,
         "data": loader.state_dict(),  # the training stream's position
@@ -170,11 +198,124 @@ def training_state(model, optimizer, scaler, loader, cfg, iter_num, best_val_los
     }
 
 
-def restore_training_state(checkpoint, optimizer, scaler, loader):
-    """Load what training_state() saved into a new run's optimizer, scaler and data loader;
-    returns (iter_num, best_val_loss). The weights went into the model when it was built, and the
-    random generators go back last, with restore_rng(), after everything that draws from them."""
-    optimizer.load_state_dict(checkpoint["optimizer"])
+def save_training_checkpoint(out_dir, state, dist):
+    """
+    Write training_state() to out_dir. A sharded (FSDP) model is saved by every process, each
+    writing its own shard (Distributed Checkpoint); otherwise rank 0 writes ckpt.pt alone.
+    Either way the newest complete checkpoint is the only one left afterwards.
+    """
+    out_dir = Path(out_dir)
+    if any(isinstance(v, DTensor) for v in state["model"].values()):
+        _save_sharded(out_dir, state, dist)
+    elif dist.is_master:
+        save_checkpoint(state, out_dir / CHECKPOINT_NAME)
+        _remove_sharded(out_dir, keep=None)
+
+
+def _save_sharded(out_dir, state, dist):
+    """
+    Atomic like save_checkpoint(), for a folder written by several processes: the shards go into
+    a new folder ckpt-<iter>/, and only when every process has finished does rank 0 point
+    ckpt.json at it (one small file, replaced atomically). A run killed at any moment leaves
+    ckpt.json naming the last complete checkpoint; folders it does not name are leftovers.
+    """
+    folder = out_dir / f"ckpt-{state['iter_num']:06d}"
+    if dist.is_master and folder.exists():
+        shutil.rmtree(folder)  # a half-written leftover of a killed run
+    dist.barrier()
+    tensors = {"model": state["model"], "optimizer": state["optimizer"]}
+    dcp.save(tensors, checkpoint_id=folder)  # each process writes its shards; a collective call
+    if dist.is_master:
+        save_checkpoint({k: v for k, v in state.items() if k not in tensors}, folder / SHARDED_EXTRA)
+    dist.barrier()  # every shard is on disk
+    if dist.is_master:
+        pointer = out_dir / SHARDED_POINTER
+        tmp = pointer.with_name(pointer.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({"folder": folder.name, "iter_num": state["iter_num"]}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, pointer)
+        _fsync_directory(out_dir)
+        _remove_sharded(out_dir, keep=folder.name)  # the older checkpoints...
+        (out_dir / CHECKPOINT_NAME).unlink(missing_ok=True)  # ...of either kind
+
+
+def _remove_sharded(out_dir, keep):
+    if keep is None:
+        (out_dir / SHARDED_POINTER).unlink(missing_ok=True)
+    for folder in out_dir.glob("ckpt-[0-9]*"):
+        if folder.name != keep and folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def find_checkpoint(out_dir):
+    """The newest complete checkpoint in out_dir: ckpt.pt, a sharded ckpt-<iter>/ folder, or None."""
+    out_dir = Path(out_dir)
+    found = []
+    if (out_dir / CHECKPOINT_NAME).is_file():
+        found.append(((out_dir / CHECKPOINT_NAME).stat().st_mtime_ns, out_dir / CHECKPOINT_NAME))
+    pointer = out_dir / SHARDED_POINTER
+    if pointer.is_file():
+        try:
+            folder = out_dir / json.loads(pointer.read_text(encoding="utf-8"))["folder"]
+        except (ValueError, KeyError) as e:
+            raise CheckpointError(f"{pointer} is damaged ({e}); delete it to use {CHECKPOINT_NAME}, "
+                                  "or start fresh with --init_from=scratch") from None
+        found.append((pointer.stat().st_mtime_ns, folder))
+    return max(found)[1] if found else None  # both exist only if a kill interrupted the clean-up
+
+
+def load_training_checkpoint(out_dir, if_missing=None):
+    """What training_state() saved, from either kind of checkpoint. A sharded one gives
+    everything but the tensors, plus "sharded": its folder, for restore_weights() to read."""
+    path = find_checkpoint(out_dir)
+    if path is None:
+        return load_checkpoint(Path(out_dir) / CHECKPOINT_NAME, **({"if_missing": if_missing} if if_missing else {}))
+    if path.name == CHECKPOINT_NAME:
+        return load_checkpoint(path)
+    return {**load_checkpoint(path / SHARDED_EXTRA), "sharded": str(path)}
+
+
+def restore_weights(checkpoint, model, optimizer=None):
+    """
+    Put a checkpoint's weights (and optimizer state) into a model built with its model_args,
+    after the model was wrapped. From a sharded checkpoint, Distributed Checkpoint reads into
+    whatever the model is now: FSDP shards on another number of processes (it reshards), or
+    whole tensors in one process.
+    """
+    model = unwrap_model(model)
+    if "sharded" not in checkpoint:
+        tensors = {"model": checkpoint["model"], "optimizer": checkpoint.get("optimizer")}
+        options = StateDictOptions(full_state_dict=True)  # whole tensors, sharded here if need be
+    else:
+        # Templates of the right shapes and placements, filled in place from the files.
+        if optimizer is None:
+            tensors = {"model": model.state_dict()}
+        else:
+            model_state, optimizer_state = get_state_dict(model, optimizer)
+            tensors = {"model": model_state, "optimizer": optimizer_state}
+        try:
+            with warnings.catch_warnings():  # without a process group DCP warns that it reads
+                warnings.filterwarnings("ignore", "torch.distributed is disabled")  # in one process:
+                dcp.load(tensors, checkpoint_id=checkpoint["sharded"])  # what sample.py wants
+        except Exception as e:  # DCP raises several types for missing or damaged shard files
+            raise CheckpointError(f"cannot read the sharded checkpoint {checkpoint['sharded']} "
+                                  f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); delete it and "
+                                  "resume from another checkpoint, or start fresh with --init_from=scratch") from e
+        options = StateDictOptions()
+    if optimizer is None:
+        set_model_state_dict(model, tensors["model"], options=options)
+    else:
+        set_state_dict(model, optimizer, model_state_dict=tensors["model"],
+                       optim_state_dict=tensors["optimizer"], options=options)
+
+
+def restore_training_state(checkpoint, model, optimizer, scaler, loader):
+    """Load what training_state() saved into a new run's model, optimizer, scaler and data loader;
+    returns (iter_num, best_val_loss). The random generators go back last, with restore_rng(),
+    after everything that draws from them."""
+    restore_weights(checkpoint, model, optimizer)
     if checkpoint["scaler"]:
         scaler.load_state_dict(checkpoint["scaler"])
     loader.load_state_dict(checkpoint["data"])
@@ -201,22 +342,23 @@ def model_from_checkpoint(checkpoint, **overrides):
     """The GPT a training checkpoint holds: its shape from "model_args", then its weights.
     overrides change settings that do not touch the weights, e.g. dropout=0.1."""
     model = GPT(GPTConfig(**{**checkpoint["model_args"], **overrides}))
-    model.load_state_dict(checkpoint["model"])
+    restore_weights(checkpoint, model)
     return model
 
 
 def load_model(init_from, out_dir, device):
     """Return (model in eval mode on `device`, its tokenizer, a description of where it came from).
 
-    init_from="resume" reads out_dir/ckpt.pt, written by train.py, which carries the dataset's
-    tokenizer description ("meta"), so a checkpoint is usable without its dataset folder.
+    init_from="resume" reads the checkpoint train.py wrote in out_dir (ckpt.pt, or the shards of
+    an FSDP run, read in this one process), which carries the dataset's tokenizer description
+    ("meta"), so a checkpoint is usable without its dataset folder.
     Anything else is a GPT-2 name (gpt2, gpt2-medium, ...) or a Hugging Face GPT-2 folder.
     """
     if init_from == "resume":
-        path = os.path.join(out_dir, CHECKPOINT_NAME)
-        checkpoint = load_checkpoint(path, if_missing="train one first (`python train.py` writes "
-                                     "out/ckpt.pt), point --out_dir at a training run, or use "
-                                     "--init_from=gpt2 for OpenAI's weights")
+        checkpoint = load_training_checkpoint(
+            out_dir, if_missing="train one first (`python train.py` writes out/ckpt.pt), point "
+                                "--out_dir at a training run, or use --init_from=gpt2 for OpenAI's weights")
+        path = checkpoint.get("sharded", os.path.join(out_dir, CHECKPOINT_NAME))
         model = model_from_checkpoint(checkpoint)
         if "meta" not in checkpoint:
             raise CheckpointError(f"{path} does not say which tokenizer it was trained with "

@@ -1,13 +1,16 @@
 """
 Shared pytest fixtures. The important one: a tiny HTTP server on 127.0.0.1 standing in for the
 Hugging Face hub, so every download path is tested for real (status codes, Content-Length,
-Range resume, truncated bodies) without touching the network.
+Range resume, truncated bodies) without touching the network. And `data_dir`, the small dataset
+the training tests (test_train.py, test_fsdp.py) run on.
 """
 
 import http.server
 import threading
 
 import pytest
+
+import prepare
 
 
 class FakeHub:
@@ -78,3 +81,12 @@ def fake_hub(monkeypatch, tmp_path):
     yield hub
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """A small char-level dataset 'tiny' (the first 20,000 characters of Shakespeare)."""
+    directory = tmp_path_factory.mktemp("data")
+    text = prepare.read_text_file(prepare.SHAKESPEARE_PATH)[:20_000]
+    prepare.prepare_text(text, "tiny", "char", data_dir=directory)
+    return directory

@@ -266,6 +266,8 @@ class GPT(nn.Module):
         # It saves vocab x n_embd parameters (38.6M of GPT-2 small's 124M) and trains better.
         self.lm_head.weight = self.transformer.wte.weight
         self.init_weights()
+        # A training choice, not part of the architecture (so not in GPTConfig): train.py sets it.
+        self.activation_checkpointing = False
 
     @torch.no_grad()
     def init_weights(self):
@@ -333,7 +335,14 @@ class GPT(nn.Module):
         x = self.transformer.wte(idx) + self.transformer.wpe(pos)  # (B, T, C)
         x = self.transformer.drop(x)
         for block in self.transformer.h:
-            x = block(x, kv_cache)
+            if self.activation_checkpointing and self.training and torch.is_grad_enabled():
+                # Keep only the block's input for the backward pass and compute its insides
+                # (attention scores, the MLP's 4x-wide hidden layer...) again when backward needs
+                # them: a second forward per block, for a fraction of the activation memory.
+                # Non-reentrant checkpointing replays the same dropout masks.
+                x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x, kv_cache)
         if kv_cache is not None:
             kv_cache.advance(T)  # every layer has stored this step's keys and values
         if last_only:

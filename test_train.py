@@ -27,7 +27,6 @@ import torch
 
 import checkpoint as ckpt_io
 import data
-import prepare
 import train
 from checkpoint import CheckpointError
 from common import ConfigError
@@ -50,15 +49,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    """A small char-level dataset 'tiny' (the first 20,000 characters of Shakespeare)."""
-    directory = tmp_path_factory.mktemp("data")
-    text = prepare.read_text_file(prepare.SHAKESPEARE_PATH)[:20_000]
-    prepare.prepare_text(text, "tiny", "char", data_dir=directory)
-    return directory
 
 
 def tiny_args(out_dir, data_dir, **overrides):
@@ -428,9 +418,9 @@ def test_always_save_checkpoint_false_saves_only_improvements(tmp_path, data_dir
                                                                always_save, saved_at):
     val_losses = iter([3.0, 2.0, 2.5, 1.0])  # the evals at iterations 0, 4, 8 and 12
     monkeypatch.setattr(train, "estimate_loss", lambda *a, **k: {"train": 1.0, "val": next(val_losses)})
-    saved, save = [], train.save_checkpoint
-    monkeypatch.setattr(train, "save_checkpoint",
-                        lambda state, path: saved.append(state["iter_num"]) or save(state, path))
+    saved, save = [], train.save_training_checkpoint
+    monkeypatch.setattr(train, "save_training_checkpoint",
+                        lambda out_dir, state, dist: saved.append(state["iter_num"]) or save(out_dir, state, dist))
     train.main(tiny_args(tmp_path, data_dir, always_save_checkpoint=always_save))
     assert saved == saved_at
 

@@ -52,13 +52,13 @@ import torch
 
 import common
 import prepare
-from checkpoint import (CHECKPOINT_NAME, load_checkpoint, model_from_checkpoint, refuse_to_overwrite,
-                        restore_rng, restore_training_state, save_checkpoint, training_state)
+from checkpoint import (delete_checkpoints, find_checkpoint, load_training_checkpoint, refuse_to_overwrite,
+                        restore_rng, restore_training_state, save_training_checkpoint, training_state)
 from common import ConfigError, UserError
 from configurator import config_to_dict, parse_config, print_config
 from data import BatchLoader, DataError, dataset_path
-from distributed import (Distributed, gradient_sync, setup_distributed, teardown_distributed,
-                         unwrap_model, wrap_model)
+from distributed import (Distributed, gradient_sync, is_sharded, setup_distributed,
+                         teardown_distributed, unwrap_model, wrap_model)
 from metrics import METRICS_NAME, RunLog, format_duration
 from model import GPT, GPTConfig, HUB_MODELS
 
@@ -111,6 +111,10 @@ class TrainConfig:
     # 'auto' = bfloat16 on recent GPUs, float16 on older ones, float32 on CPU
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     compile: bool = False  # torch.compile the model: faster steps on GPU after a minute of compiling
+    # under torchrun: 'ddp' = a full copy of the model per process; 'fsdp' = weights, gradients and
+    # optimizer state sharded across the processes (for models too big for one GPU)
+    parallel: Literal["ddp", "fsdp"] = "ddp"
+    activation_checkpointing: bool = False  # recompute each block in backward: far less memory, ~1.3x the time
     seed: int = 1337  # model init, dropout and the data order all follow from it
 
 
@@ -248,8 +252,9 @@ def estimate_loss(model, loader, eval_iters, ctx=None):
 def build_model(cfg, meta, checkpoint=None):
     """The GPT to train: from scratch, from a checkpoint (resume), or OpenAI's GPT-2 weights."""
     if cfg.init_from == "resume":
-        # The shape comes from the checkpoint (the weights only fit it); dropout from this run.
-        model = model_from_checkpoint(checkpoint, dropout=cfg.dropout)
+        # The shape comes from the checkpoint; the weights go in once the model is wrapped
+        # (restore_training_state), as FSDP shards them. Dropout is this run's.
+        model = GPT(GPTConfig(**dict(checkpoint["model_args"], dropout=cfg.dropout)))
     elif cfg.init_from in HUB_MODELS:
         if meta.get("tokenizer") != "gpt2":
             raise DataError(f"init_from={cfg.init_from} needs a dataset tokenized with GPT-2's tokenizer "
@@ -282,7 +287,7 @@ def main(argv=None):
 
 def train(cfg):
     """Steps 1-3 (setup), then step 4 (the loop). Returns a summary dict."""
-    dist, device = setup_distributed(common.pick_device(cfg.device))
+    dist, device = setup_distributed(common.pick_device(cfg.device), cfg.parallel)
     try:
         cfg = resolve_config(cfg, device, common.pick_dtype(device, cfg.dtype))
         run = setup(cfg, dist)
@@ -308,16 +313,15 @@ class Run:
 
 def setup(cfg, dist):
     """Check the output folder, open the dataset, build (or restore) model and optimizer."""
-    device = cfg.device
+    device, out_dir = cfg.device, Path(cfg.out_dir)
     dist.share("gradient_accumulation_steps", cfg.gradient_accumulation_steps)  # checks it divides
-    ckpt_path, metrics_path = Path(cfg.out_dir) / CHECKPOINT_NAME, Path(cfg.out_dir) / METRICS_NAME
     if cfg.init_from != "resume" and not cfg.eval_only and not cfg.overwrite:
-        refuse_to_overwrite(ckpt_path, f"init_from={cfg.init_from}")  # a new run would replace it
+        refuse_to_overwrite(out_dir, f"init_from={cfg.init_from}")  # a new run would replace it
     log = RunLog(enabled=dist.is_master)  # only rank 0 prints and writes
     log.say("config:")
     if dist.is_master:
         print_config(cfg)
-    torch.manual_seed(cfg.seed + dist.rank)  # model init (same on all ranks: DDP copies rank 0's) and dropout
+    torch.manual_seed(cfg.seed)  # the model init: the same on every rank (FSDP keeps each rank's shard of it)
     common.allow_tf32(device)
 
     # --- data ---
@@ -327,31 +331,35 @@ def setup(cfg, dist):
     loader = BatchLoader(dataset_path(cfg.dataset, cfg.data_dir), cfg.batch_size, cfg.block_size,
                          device, cfg.seed, dist.rank, dist.world_size)
 
-    # --- model, optimizer, loss scaler ---
-    checkpoint = load_checkpoint(ckpt_path) if cfg.init_from == "resume" else None
+    # --- model (wrapped for DDP or FSDP under torchrun), optimizer, loss scaler ---
+    checkpoint = load_training_checkpoint(out_dir) if cfg.init_from == "resume" else None
     model = build_model(cfg, loader.meta, checkpoint).to(device)
+    model.activation_checkpointing = cfg.activation_checkpointing
+    if dist.rank:
+        torch.manual_seed(cfg.seed + dist.rank)  # but each rank its own dropout masks
     log.say(f"model: {model.get_num_params() / 1e6:.2f}M parameters ({cfg.init_from})")
+    model = wrap_model(model, dist, device, cfg.parallel, cfg.dtype)
+    if cfg.compile and not cfg.eval_only:
+        log.say("compiling the model (takes a minute)...")
+        model = torch.compile(model)
     optimizer = configure_optimizer(model, cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), device)
     # float16 has a narrow range: small gradients underflow to 0. The scaler multiplies the loss
     # (and so every gradient) by a large factor, and divides it out before the update.
     scaler = torch.amp.GradScaler(device.split(":")[0], enabled=cfg.dtype == "float16")
-    if cfg.compile and not cfg.eval_only:
-        log.say("compiling the model (takes a minute)...")
-        model = torch.compile(model)
-    run = Run(cfg, dist, loader, wrap_model(model, dist, device), optimizer, scaler,  # DDP under torchrun
-              common.autocast(device, cfg.dtype), log)
+    run = Run(cfg, dist, loader, model, optimizer, scaler, common.autocast(device, cfg.dtype), log)
     if checkpoint is not None:
-        run.iter_num, run.best_val_loss = restore_training_state(checkpoint, optimizer, scaler, loader)
-        log.say(f"resuming from {ckpt_path} at iteration {run.iter_num} (best val loss {run.best_val_loss:.4f})")
+        run.iter_num, run.best_val_loss = restore_training_state(checkpoint, model, optimizer, scaler, loader)
+        log.say(f"resuming from {find_checkpoint(out_dir)} at iteration {run.iter_num} "
+                f"(best val loss {run.best_val_loss:.4f})")
     if cfg.eval_only:
         return run
 
     # A new run starts a new log; a resumed one keeps what came before its checkpoint.
     if dist.is_master and cfg.overwrite and cfg.init_from != "resume":
-        ckpt_path.unlink(missing_ok=True)
-    run.log = RunLog.start(metrics_path, run.iter_num if cfg.init_from == "resume" else None, dist.is_master,
-                           wandb=dict(project=cfg.wandb_project, name=cfg.wandb_run_name,
-                                      config=config_to_dict(cfg)) if cfg.wandb_log else None)
+        delete_checkpoints(out_dir)
+    run.log = RunLog.start(out_dir / METRICS_NAME, run.iter_num if cfg.init_from == "resume" else None,
+                           dist.is_master, wandb=dict(project=cfg.wandb_project, name=cfg.wandb_run_name,
+                                                      config=config_to_dict(cfg)) if cfg.wandb_log else None)
     # The RNG goes back last: building the model above drew random numbers for its init.
     if checkpoint is not None:
         restore_rng(checkpoint["rng"], device, dist, cfg.seed, run.iter_num)
@@ -371,8 +379,10 @@ def evaluate_once(run):
 
 def training_loop(run):
     cfg, dist, model, log = run.cfg, run.dist, run.model, run.log
-    raw_model = unwrap_model(model)  # rank 0 evaluates it alone, without DDP's hooks
-    ckpt_path = Path(cfg.out_dir) / CHECKPOINT_NAME
+    raw_model = unwrap_model(model)
+    # Every process evaluates the same fixed batches: an FSDP model needs them all (each holds a
+    # shard), and all then agree on the loss and on whether to save. DDP's copies skip its hooks.
+    eval_model = model if is_sharded(model) else raw_model
     grad_accum_steps = dist.share("gradient_accumulation_steps", cfg.gradient_accumulation_steps)  # this process's
     tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * cfg.block_size
     log.say(f"{dist.world_size} process(es), {grad_accum_steps} micro-step(s) each: "
@@ -390,11 +400,11 @@ def training_loop(run):
         # Evaluate (and checkpoint) every eval_interval steps and at the end. A resumed run
         # skips its first one: the checkpoint was written right after that very evaluation.
         due = iter_num % cfg.eval_interval == 0 or finished
-        if dist.is_master and due and not (cfg.init_from == "resume" and iter_num == start_iter):
-            losses = estimate_loss(raw_model, run.loader, cfg.eval_iters, run.ctx)
+        if due and not (cfg.init_from == "resume" and iter_num == start_iter):
+            losses = estimate_loss(eval_model, run.loader, cfg.eval_iters, run.ctx)
             if not all(math.isfinite(v) for v in losses.values()):
                 raise TrainingError(f"evaluation at iteration {iter_num} gave {losses}: the model has "
-                                    f"diverged; {ckpt_path} was left as it was")
+                                    f"diverged; the checkpoints in {cfg.out_dir} were left as they were")
             improved = losses["val"] < run.best_val_loss
             run.best_val_loss = min(run.best_val_loss, losses["val"])
             last_eval = {"event": "eval", "iter": iter_num, "train_loss": losses["train"],
@@ -404,9 +414,9 @@ def training_loop(run):
                                f"{losses['val']:.4f}, val perplexity {last_eval['val_ppl']:.2f}"
                                + (" (best so far)" if improved else ""))
             if iter_num > start_iter and (improved or cfg.always_save_checkpoint):
-                save_checkpoint(training_state(model, run.optimizer, run.scaler, run.loader, cfg,
-                                               iter_num, run.best_val_loss), ckpt_path)
-                log.say(f"saved {ckpt_path}")
+                save_training_checkpoint(cfg.out_dir, training_state(
+                    model, run.optimizer, run.scaler, run.loader, cfg, iter_num, run.best_val_loss), dist)
+                log.say(f"saved {find_checkpoint(cfg.out_dir)}")
         if finished:
             break
 
@@ -416,8 +426,9 @@ def training_loop(run):
         loss_value = loss.item()  # waits for the GPU: the step is really done
         dt = time.perf_counter() - t0
         if not math.isfinite(loss_value):
-            kept = (f"the last good checkpoint, {ckpt_path}, was kept: resume from it with "
-                    f"--init_from=resume" if ckpt_path.exists() else "no checkpoint had been written yet")
+            last = find_checkpoint(cfg.out_dir)
+            kept = (f"the last good checkpoint, {last}, was kept: resume from it with "
+                    f"--init_from=resume" if last else "no checkpoint had been written yet")
             raise TrainingError(f"loss is {loss_value} at iteration {iter_num}: training diverged. "
                                 f"Try a lower --learning_rate or a longer --warmup_iters; {kept}")
         # Skip the first steps in the average: they include compiling and memory allocation.
