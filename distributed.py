@@ -100,6 +100,9 @@ def shard_model(model, device, dtype):
     embedding/output matrix, the position embedding, the final LayerNorm). Per-block units are
     what saves memory: only one block's full weights exist at a time during forward and backward.
     """
+    if dtype == "float16":
+        raise ConfigError("parallel=fsdp trains in bfloat16 or float32, not float16 (whose loss scaling "
+                          "does not cover sharded gradients here); use --dtype=bfloat16 or --dtype=float32")
     policy = MixedPrecisionPolicy()  # float32 throughout (CPU, or a float32 run)
     if device.startswith("cuda") and dtype != "float32":
         # Compute in 16 bits (the weights are gathered in bfloat16: half the traffic), but

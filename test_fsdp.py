@@ -21,6 +21,7 @@ import pytest
 import torch
 
 import checkpoint as ckpt_io
+import distributed
 import train
 from common import ConfigError
 from test_train import REPO, free_port, read_metrics, subprocess_env, tiny_args
@@ -217,11 +218,13 @@ def test_sigkill_during_a_sharded_save_leaves_the_previous_checkpoint_loadable(t
     assert sorted(p.name for p in out_dir.glob("ckpt-*")) == ["ckpt-000008"]
 
 
-def test_fsdp_without_torchrun_is_one_clear_line(tmp_path, data_dir):
+def test_bad_fsdp_setups_are_one_clear_line(tmp_path, data_dir):
     with pytest.raises(ConfigError, match="parallel=fsdp shards the model over the processes torchrun starts"):
         train.main(tiny_args(tmp_path / "out", data_dir, parallel="fsdp"))
     with pytest.raises(ConfigError, match="parallel expects one of 'ddp', 'fsdp', got 'zero3'"):
         train.main(tiny_args(tmp_path / "out", data_dir, parallel="zero3"))
+    with pytest.raises(ConfigError, match="use --dtype=bfloat16"):
+        distributed.shard_model(torch.nn.Linear(2, 2), "cuda", "float16")
     assert not (tmp_path / "out").exists()
 
 

@@ -309,6 +309,7 @@ def test_acc_uses_total_loss_and_acc_norm_loss_per_token(monkeypatch):
     (["eval.py"], "the first argument must be the task"),
     (["eval.py", "perplexty"], "unknown task 'perplexty'"),
     (["train.py", "--device=tpu"], "not a device this code runs on"),
+    (["train.py", "--parallel=fsdp"], "parallel=fsdp shards the model over the processes torchrun starts"),
     (["eval.py", "perplexity", "--out_dir={missing}"], "no checkpoint at"),
     (["bench.py", "--mode=sample"], "mode expects one of 'train', 'generate', got 'sample'"),
 ])
