@@ -38,7 +38,8 @@ from common import ConfigError
 from configurator import parse_config
 from data import BatchLoader, dataset_path
 from model import GPT, GPTConfig
-from train import TrainConfig, configure_optimizer, train_step
+from optim import configure_optimizer
+from train import TrainConfig, train_step
 
 # Model shapes to benchmark. The character-level ones are read from train.py's own settings,
 # so they follow the recipes when those change: "quickstart" is train.py's default (CPU) model,
@@ -116,7 +117,7 @@ def bench_train(cfg, device, dtype):
     config = model_config(cfg)
     batch_size = default_batch_size(cfg, device)
     model = GPT(config).to(device)
-    optimizer = configure_optimizer(model, 0.1, 6e-4, (0.9, 0.95), device)
+    optimizer = configure_optimizer(model, "adamw", 6e-4, 0.1, (0.9, 0.95), device)
     scaler = torch.amp.GradScaler(device.split(":")[0], enabled=dtype == "float16")
     ctx = common.autocast(device, dtype)
     common.allow_tf32(device)

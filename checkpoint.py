@@ -178,7 +178,7 @@ def training_state(model, optimizer, scaler, loader, cfg, iter_num, best_val_los
     a sharded checkpoint, so either can resume a run of either kind.
     """
     raw_model = unwrap_model(model)
-    model_state, optimizer_state = get_state_dict(raw_model, optimizer)
+    model_state, optimizer_state = get_state_dict(raw_model, torch_optimizers(optimizer))
     rng = {"torch": torch.get_rng_state()}  # dropout masks come from this generator
     if cfg.device.startswith("cuda"):
         rng["cuda"] = torch.cuda.get_rng_state(cfg.device)
@@ -293,7 +293,7 @@ def restore_weights(checkpoint, model, optimizer=None):
         if optimizer is None:
             tensors = {"model": model.state_dict()}
         else:
-            model_state, optimizer_state = get_state_dict(model, optimizer)
+            model_state, optimizer_state = get_state_dict(model, torch_optimizers(optimizer))
             tensors = {"model": model_state, "optimizer": optimizer_state}
         try:
             with warnings.catch_warnings():  # without a process group DCP warns that it reads
@@ -307,8 +307,14 @@ def restore_weights(checkpoint, model, optimizer=None):
     if optimizer is None:
         set_model_state_dict(model, tensors["model"], options=options)
     else:
-        set_state_dict(model, optimizer, model_state_dict=tensors["model"],
+        set_state_dict(model, torch_optimizers(optimizer), model_state_dict=tensors["model"],
                        optim_state_dict=tensors["optimizer"], options=options)
+
+
+def torch_optimizers(optimizer):
+    """The torch optimizers behind optim.Optimizers (e.g. Muon and AdamW): one state dict holds
+    them all, each parameter's state under its name."""
+    return getattr(optimizer, "optimizers", optimizer)
 
 
 def restore_training_state(checkpoint, model, optimizer, scaler, loader):

@@ -143,7 +143,7 @@ torch.manual_seed(0)
 model = GPT(GPTConfig(block_size=16, vocab_size=65, n_layer=2, n_head=2, n_embd=32))
 total = sum(p.numel() for p in model.parameters())
 model = wrap_model(model, dist, device, "fsdp")
-optimizer = train.configure_optimizer(model, 0.1, 1e-3, (0.9, 0.95), device)
+optimizer = optim.configure_optimizer(model, "adamw", 1e-3, 0.1, (0.9, 0.95), device)
 x = torch.randint(0, 65, (4, 16))
 train.train_step(model, optimizer, lambda: (x, x), 1)
 local = lambda t: t.to_local() if hasattr(t, "to_local") else t

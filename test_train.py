@@ -27,6 +27,7 @@ import torch
 
 import checkpoint as ckpt_io
 import data
+import optim
 import train
 from checkpoint import CheckpointError
 from common import ConfigError
@@ -160,7 +161,7 @@ def test_learning_rate_schedule():
 
 def test_weight_decay_only_on_matrices():
     model = GPT(GPTConfig(block_size=8, vocab_size=10, n_layer=1, n_head=2, n_embd=8))
-    optimizer = train.configure_optimizer(model, 0.1, 1e-3, (0.9, 0.95), "cpu")
+    optimizer = optim.configure_optimizer(model, "adamw", 1e-3, 0.1, (0.9, 0.95), "cpu")
     decayed, not_decayed = optimizer.param_groups
     assert decayed["weight_decay"] == 0.1 and not_decayed["weight_decay"] == 0.0
     assert all(p.dim() >= 2 for p in decayed["params"]) and all(p.dim() == 1 for p in not_decayed["params"])
@@ -339,12 +340,16 @@ def test_split_shorter_than_a_window_says_what_it_has_and_needs(tmp_path, data_d
 # Whole runs: resume, checkpoints, metrics
 # --------------------------------------------------------------------------------------------
 
-def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path, data_dir, straight_run):
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path, data_dir, straight_run, optimizer):
     straight_dir, summary = straight_run
+    if optimizer != "adamw":  # the fixture's run is AdamW's; Muon's momentum must come back too
+        straight_dir = tmp_path / "straight"
+        summary = train.main(tiny_args(straight_dir, data_dir, optimizer=optimizer))
     out_dir = tmp_path / "out"
-    train.main(tiny_args(out_dir, data_dir, max_iters=8))  # stops (and checkpoints) at 8
+    train.main(tiny_args(out_dir, data_dir, max_iters=8, optimizer=optimizer))  # stops (and checkpoints) at 8
     assert ckpt_io.load_checkpoint(out_dir / "ckpt.pt")["iter_num"] == 8
-    resumed = train.main(tiny_args(out_dir, data_dir, init_from="resume"))
+    resumed = train.main(tiny_args(out_dir, data_dir, init_from="resume", optimizer=optimizer))
     assert resumed["iter_num"] == summary["iter_num"] == 12
     # Dropout is on (0.1): equal weights also mean the RNG state was restored exactly.
     assert_same_weights(load_weights(out_dir), load_weights(straight_dir))
@@ -599,9 +604,10 @@ def free_port():
         return s.getsockname()[1]
 
 
-def test_ddp_on_two_processes_matches_one_process(tmp_path, data_dir):
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_ddp_on_two_processes_matches_one_process(tmp_path, data_dir, optimizer):
     # gradient_accumulation_steps counts micro-steps over all processes: 4 = 2 ranks x 2.
-    args = dict(max_iters=4, eval_interval=2, gradient_accumulation_steps=4, dropout=0.0)
+    args = dict(max_iters=4, eval_interval=2, gradient_accumulation_steps=4, dropout=0.0, optimizer=optimizer)
     ddp_dir, single_dir = tmp_path / "ddp", tmp_path / "single"
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
                "--master_addr=127.0.0.1", f"--master_port={free_port()}", str(REPO / "train.py"),

@@ -34,13 +34,12 @@ Design choices:
     loads with weights_only=True.
 
 The machinery lives in modules of its own: configurator.py (options), data.py (token files and
-the reader), checkpoint.py (atomic save, safe load), distributed.py (torchrun and DDP),
-metrics.py (the log), common.py (device, dtype, user errors).
+the reader), optim.py (AdamW, Muon), checkpoint.py (atomic save, safe load, shards),
+distributed.py (torchrun, DDP, FSDP), metrics.py (the log), common.py (device, dtype, user errors).
 """
 
 import contextlib
 import dataclasses
-import inspect
 import math
 import sys
 import time
@@ -61,6 +60,7 @@ from distributed import (Distributed, gradient_sync, is_sharded, setup_distribut
                          teardown_distributed, unwrap_model, wrap_model)
 from metrics import METRICS_NAME, RunLog, format_duration
 from model import GPT, GPTConfig, HUB_MODELS
+from optim import configure_optimizer, set_lr
 
 
 @dataclass
@@ -95,12 +95,18 @@ class TrainConfig:
     n_embd: int = 128  # width of the residual stream
     dropout: float = 0.0  # no regularisation needed: two minutes of training cannot overfit
     bias: bool = False  # biases in Linear/LayerNorm: GPT-2 has them; without is slightly faster
-    # --- AdamW and the learning-rate schedule ---
+    # --- the optimizer (optim.py) and the learning-rate schedule ---
+    # 'adamw' for every parameter, or 'muon' for the blocks' matrices and AdamW for the rest
+    optimizer: Literal["adamw", "muon"] = "adamw"
     learning_rate: float = 8e-3  # the peak, reached after warmup
     max_iters: int = 2200  # optimizer steps in total
-    weight_decay: float = 0.1  # AdamW decay, on matrices only
+    weight_decay: float = 0.1  # decay, on matrices only
     beta1: float = 0.9  # AdamW momentum
     beta2: float = 0.95  # AdamW second-moment decay, as for GPT-2; small-batch recipes often use 0.99
+    muon_lr_ratio: float = 1.0  # Muon's learning rate = learning_rate x this
+    # how Muon scales its rate per matrix: 'match_rms_adamw' = updates the size of AdamW's (Moonshot);
+    # 'original' = Keller Jordan's sqrt(max(1, rows/cols)), for recipes from the NanoGPT speedrun
+    muon_lr_scaling: Literal["match_rms_adamw", "original"] = "match_rms_adamw"
     grad_clip: float = 1.0  # clip the global gradient norm to this; 0 = no clipping
     decay_lr: bool = True  # False: constant learning_rate
     warmup_iters: int = 100  # linear warmup steps before the cosine
@@ -166,25 +172,6 @@ def get_lr(it, learning_rate, min_lr, warmup_iters, lr_decay_iters):
     progress = (it - warmup_iters) / (lr_decay_iters - warmup_iters)  # 0 -> 1
     coeff = 0.5 * (1.0 + math.cos(math.pi * progress))  # 1 -> 0, slow at both ends
     return min_lr + coeff * (learning_rate - min_lr)
-
-
-def configure_optimizer(model, weight_decay, learning_rate, betas, device):
-    """
-    AdamW with weight decay on the matrices only (Linear weights, embeddings: dim >= 2).
-    Decay pulls weights towards 0 to keep them small; biases and LayerNorm gains (1-D) only
-    shift and scale, and pulling a LayerNorm gain towards 0 would just fight the normalisation.
-    """
-    params = [p for p in model.parameters() if p.requires_grad]  # a tied matrix appears once
-    groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
-    # The fused kernel updates every parameter in one pass instead of a dozen small operations
-    # per tensor: one launch on a GPU; on a CPU the quick-start step gets ~6% faster (PyTorch
-    # >= 2.4 has it for both; MPS and others keep the default implementation).
-    fused = device.split(":")[0] in ("cuda", "cpu") and "fused" in inspect.signature(torch.optim.AdamW).parameters
-    extra = {"fused": True} if fused else {}
-    return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **extra)
 
 
 def train_step(model, optimizer, get_batch, grad_accum_steps, scaler=None, grad_clip=0.0,
@@ -342,7 +329,8 @@ def setup(cfg, dist):
     if cfg.compile and not cfg.eval_only:
         log.say("compiling the model (takes a minute)...")
         model = torch.compile(model)
-    optimizer = configure_optimizer(model, cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), device)
+    optimizer = configure_optimizer(model, cfg.optimizer, cfg.learning_rate, cfg.weight_decay, (cfg.beta1, cfg.beta2),
+                                    device, cfg.muon_lr_ratio, cfg.muon_lr_scaling)
     # float16 has a narrow range: small gradients underflow to 0. The scaler multiplies the loss
     # (and so every gradient) by a large factor, and divides it out before the update.
     scaler = torch.amp.GradScaler(device.split(":")[0], enabled=cfg.dtype == "float16")
@@ -393,8 +381,7 @@ def training_loop(run):
         iter_num = run.iter_num
         lr = get_lr(iter_num, cfg.learning_rate, cfg.min_lr, cfg.warmup_iters, cfg.lr_decay_iters) \
             if cfg.decay_lr else cfg.learning_rate
-        for group in run.optimizer.param_groups:
-            group["lr"] = lr
+        set_lr(run.optimizer, lr)  # Muon's groups get lr x muon_lr_ratio
         finished = iter_num >= cfg.max_iters
 
         # Evaluate (and checkpoint) every eval_interval steps and at the end. A resumed run
