@@ -7,6 +7,8 @@ How fast does this code train and generate on your hardware?
     python bench.py --mode=generate --preset=baby    # ... for the 6-layer baby GPT, context 256
     python bench.py --batch_size=32 --compile=True --json=True
     python bench.py --profile=True                   # also print the costliest ops, write a trace
+    python bench.py --preset=quickstart --activation_checkpointing   # the cost of recomputing blocks
+    python bench.py --mode=memory                    # per-GPU memory of GPT-2 .. GPT-2 XL, DDP vs FSDP
 
 Training mode times train.py's own train_step() (gradient accumulation, clipping, loss scaling
 and the AdamW update included), after warm-up steps that also absorb torch.compile's compile
@@ -17,13 +19,24 @@ GPT.flops_per_token). MFU is left out on CPU, which has no meaningful published 
 Batches are random token ids made on the device by default, so the figure is the model's speed
 alone; --dataset=NAME reads real batches with data.py's BatchLoader (what train.py reads) instead.
 
+--activation_checkpointing recomputes every block's forward during backward (model.py's
+GPT.activation_checkpointing, what train.py's option of that name sets): the step time with it
+over the step time without it is the price of the memory it saves.
+
 Generation mode generates max_new_tokens after the same prompt with the KV cache and without
 it, and reports tokens/s for each (median over `repeats` runs, the two paths taking turns) and
 the speed-up (median of the per-run ratios).
+
+Memory mode needs no GPU: it works out how much memory one process holds to train GPT-2's four
+sizes, under DDP and under FSDP on 1, 2, 4 and 8 processes, from the parameter shapes alone
+(the models are built on the meta device, which allocates nothing), and measures the activations
+a training forward keeps for backward, with and without activation checkpointing, on the CPU in
+float32 (batch_size x block_size tokens; batch 1 unless --batch_size says otherwise).
 """
 
 import dataclasses
 import json
+import math
 import statistics
 import sys
 import time
@@ -41,12 +54,15 @@ from model import GPT, GPTConfig
 from optim import configure_optimizer
 from train import TrainConfig, train_step
 
-# Model shapes to benchmark. The character-level ones are read from train.py's own settings,
-# so they follow the recipes when those change: "quickstart" is train.py's default (CPU) model,
-# "baby" is config/train_shakespeare_char.py's GPU "baby GPT" (nanoGPT's quick-start model).
+# Model shapes to benchmark: OpenAI's four GPT-2 sizes, and two character-level recipes read from
+# train.py's own settings, so they follow the recipes when those change: "quickstart" is
+# train.py's default (CPU) model, "baby" is config/train_shakespeare_char.py's GPU "baby GPT"
+# (nanoGPT's quick-start model).
 PRESETS = {
     "gpt2": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257),
     "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024, block_size=1024, vocab_size=50257),
+    "gpt2-large": dict(n_layer=36, n_head=20, n_embd=1280, block_size=1024, vocab_size=50257),
+    "gpt2-xl": dict(n_layer=48, n_head=25, n_embd=1600, block_size=1024, vocab_size=50257),
     "quickstart": [],  # train.py's arguments for this recipe: none
     "baby": [str(Path(__file__).resolve().parent / "config" / "train_shakespeare_char.py")],
 }
@@ -54,17 +70,22 @@ PRESETS = {
 
 @dataclass
 class BenchConfig:
-    mode: Literal["train", "generate"] = "train"  # time the training step, or generation with and without the KV cache
-    # a model shape from PRESETS; n_layer etc. below override it
-    preset: Literal["gpt2", "gpt2-medium", "quickstart", "baby"] = "gpt2"
+    # time the training step; or generation with and without the KV cache; or work out the
+    # memory of training GPT-2's four sizes under DDP and FSDP (no GPU needed)
+    mode: Literal["train", "generate", "memory"] = "train"
+    # a model shape from PRESETS; n_layer etc. below override it (memory mode: the shape whose
+    # activations are also measured whole, as a check of the per-layer figures)
+    preset: Literal["gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "quickstart", "baby"] = "gpt2"
     n_layer: Optional[int] = None  # transformer blocks; None = the preset's
     n_head: Optional[int] = None  # attention heads; None = the preset's
     n_embd: Optional[int] = None  # width of the residual stream; None = the preset's
     block_size: Optional[int] = None  # context length; None = the preset's
     vocab_size: Optional[int] = None  # vocabulary size; None = the preset's
-    batch_size: Optional[int] = None  # None = the recipe's (baby on CPU: 4); gpt2: 16 on a GPU, 4 on CPU
+    batch_size: Optional[int] = None  # None = the recipe's (baby on CPU: 4); gpt2: 16 on a GPU, 4 on CPU; memory mode: 1
     gradient_accumulation_steps: int = 1  # micro-steps per timed optimizer step
     dataset: Optional[str] = None  # None = random tokens; else a prepared dataset (train.py's loader)
+    # recompute each block in backward instead of keeping its activations (train.py's option)
+    activation_checkpointing: bool = False
     warmup_iters: int = 5  # untimed steps first (compilation, memory allocation, cuDNN autotuning)
     iters: int = 10  # timed steps; the median is reported
     max_new_tokens: int = 500  # generate mode
@@ -117,6 +138,7 @@ def bench_train(cfg, device, dtype):
     config = model_config(cfg)
     batch_size = default_batch_size(cfg, device)
     model = GPT(config).to(device)
+    model.activation_checkpointing = cfg.activation_checkpointing  # as train.py sets it
     optimizer = configure_optimizer(model, "adamw", 6e-4, 0.1, (0.9, 0.95), device)
     scaler = torch.amp.GradScaler(device.split(":")[0], enabled=dtype == "float16")
     ctx = common.autocast(device, dtype)
@@ -160,6 +182,7 @@ def bench_train(cfg, device, dtype):
     result = dict(mode="train", device=device_name(device), dtype=dtype, compile=use_compile,
                   params=model.get_num_params(non_embedding=False), batch_size=batch_size,
                   block_size=T, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+                  activation_checkpointing=cfg.activation_checkpointing,
                   ms_per_step=seconds * 1000, tokens_per_sec=tokens_per_step / seconds,
                   warmup_seconds=warmup_seconds)
     peak = common.peak_flops(device)
@@ -170,7 +193,8 @@ def bench_train(cfg, device, dtype):
         result["max_memory_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
     print(f"train: {result['params'] / 1e6:.1f}M parameters, batch {batch_size}x{T}"
           f"{f' x{cfg.gradient_accumulation_steps}' if cfg.gradient_accumulation_steps > 1 else ''}, "
-          f"{dtype}, compile={use_compile}: {result['ms_per_step']:.1f} ms/step, "
+          f"{dtype}, compile={use_compile}{', activation checkpointing' if cfg.activation_checkpointing else ''}: "
+          f"{result['ms_per_step']:.1f} ms/step, "
           f"{result['tokens_per_sec']:,.0f} tokens/s"
           + (f", MFU {result['mfu']:.1%}" if "mfu" in result else "") + f" on {result['device']}")
     return result
@@ -211,6 +235,198 @@ def bench_generate(cfg, device, dtype):
           f"no cache {rate(result['tokens_per_sec_no_cache'])} tokens/s, "
           f"speed-up {result['speedup']:.1f}x, identical tokens: {result['same_tokens']}")
     return result
+
+
+# --------------------------------------------------------------------------------------------
+# Memory: what one process holds to train a model, under DDP and under FSDP
+# --------------------------------------------------------------------------------------------
+
+# What each parameter costs in training with AdamW in float32: the weight itself, its gradient,
+# and AdamW's two running averages (of the gradient and of its square). 16 bytes in all, before
+# a single activation is stored. (Mixed precision does not shrink it: autocast computes in 16
+# bits, but the weights, gradients and moments stay in float32.)
+STATE_BYTES_PER_PARAM = dict(weights=4, gradients=4, adamw_moments=8)
+GPT2_SIZES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")  # OpenAI's four, in PRESETS
+WORLD_SIZES = (1, 2, 4, 8)  # processes (GPUs) the memory table shards over
+
+
+def parameter_shapes(model_config):
+    """
+    The shape of every parameter a GPT of this config trains, built on the meta device: shapes
+    only, nothing allocated, so GPT-2 XL costs nothing to count. The tied wte/lm_head matrix is
+    one tensor and comes once, with its padding rows (50,304 rows for 50,257 tokens): they are
+    allocated, and get gradients and AdamW moments, like the rest.
+    """
+    with torch.device("meta"):
+        model = GPT(model_config)
+    return [tuple(p.shape) for p in model.parameters()]  # parameters() yields a shared one once
+
+
+def state_bytes_per_rank(shapes, world_size, sharded, bytes_per_param=None):
+    """
+    Bytes of model state (weights, gradients, AdamW moments) that one process holds, for
+    parameters of these shapes.
+
+    DDP (sharded=False): every process holds all of it, whatever world_size is. FSDP2
+    (sharded=True): every parameter is split along its first dimension into world_size chunks
+    the way torch.chunk splits it, ceil(rows / world_size) rows each and the last rank fewer;
+    each rank keeps only its chunk of the weight, and the gradient and AdamW moments of that
+    chunk. Rank 0's chunks are the largest, and FSDP2 pads every rank's weight shard to that
+    size (so that the all-gather moves equal pieces), so this returns rank 0's share.
+    """
+    if bytes_per_param is None:
+        bytes_per_param = sum(STATE_BYTES_PER_PARAM.values())
+    elements = 0
+    for shape in shapes:
+        rows, row_size = shape[0], math.prod(shape[1:])
+        rows_here = math.ceil(rows / world_size) if sharded else rows
+        elements += rows_here * row_size
+    return elements * bytes_per_param
+
+
+def saved_activation_bytes(model, idx, targets):
+    """
+    Bytes of the activations one training forward, model(idx, targets), keeps for backward.
+
+    Every tensor an operation saves for backward passes through the pack hook of
+    saved_tensors_hooks. Each buffer is counted once (views of one buffer share its storage),
+    and the parameters, which Linear layers save too, are left out: they are model state,
+    counted by state_bytes_per_rank. With activation checkpointing, what a checkpointed block
+    keeps (its input) is saved through the same hook; what it computes inside is not kept.
+    """
+    parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved = {}  # storage address -> its size in bytes
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in parameters:
+            saved[storage.data_ptr()] = storage.nbytes()
+        # Handed back detached: the same data, kept as autograd would keep it. Returning the
+        # tensor itself would, for a tensor an operation saves of its own output, make a
+        # reference cycle (graph node -> saved tensor -> its grad_fn, that node) that Python's
+        # garbage collector cannot see: every measurement would leak its activations.
+        return tensor.detach()
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        _, loss = model(idx, targets)  # the graph (so every saved tensor) stays alive until counted
+    return sum(saved.values())
+
+
+def activation_bytes(config, batch_size, seed=0):
+    """
+    {"plain": bytes, "checkpointed": bytes}: the activations one training forward of a GPT of
+    this shape keeps for backward, on batch_size x block_size random tokens, without and with
+    activation checkpointing (the same model and tokens). Real forwards: float32, on the CPU.
+    """
+    # Which tensors autograd keeps depends on the shapes and the operations, never on the
+    # values, so the weights are left at zero: filling a fresh model with random numbers would
+    # take longer than the forward passes.
+    with torch.device("meta"):
+        model = GPT(config)
+    model.to_empty(device="cpu").train()
+    for p in model.parameters():
+        p.detach().zero_()
+    torch.manual_seed(seed)
+    tokens = torch.randint(config.vocab_size, (batch_size, config.block_size + 1))
+    result = {}
+    for kind, checkpointing in (("plain", False), ("checkpointed", True)):
+        model.activation_checkpointing = checkpointing
+        result[kind] = saved_activation_bytes(model, tokens[:, :-1], tokens[:, 1:])
+    return result
+
+
+def activation_bytes_per_layer(config, batch_size, seed=0):
+    """
+    {"plain": {"fixed", "per_layer"}, "checkpointed": {...}}, measured on models of this shape
+    with 1 and 2 blocks. Every block keeps tensors of the same shapes, so a model of n_layer
+    blocks keeps exactly fixed + n_layer * per_layer bytes (the fixed part: the embeddings, the
+    last LayerNorm, the logits and the loss). Two small forwards stand in for a large one.
+    """
+    one = activation_bytes(dataclasses.replace(config, n_layer=1), batch_size, seed)
+    two = activation_bytes(dataclasses.replace(config, n_layer=2), batch_size, seed)
+    return {kind: dict(fixed=2 * one[kind] - two[kind], per_layer=two[kind] - one[kind]) for kind in one}
+
+
+def state_table(names):
+    """
+    One row per model of PRESETS named: its parameters, and the bytes of model state one process
+    holds to train it under DDP and under FSDP on each of WORLD_SIZES processes. Shapes only.
+    """
+    rows = []
+    for name in names:
+        config = GPTConfig(**PRESETS[name])
+        shapes = parameter_shapes(config)
+        with torch.device("meta"):
+            params_hf = GPT(config).get_num_params(non_embedding=False)  # padding rows left out
+        rows.append(dict(name=name, n_layer=config.n_layer, n_head=config.n_head, n_embd=config.n_embd,
+                         params=sum(math.prod(shape) for shape in shapes), params_hf=params_hf,
+                         ddp_bytes=state_bytes_per_rank(shapes, 1, sharded=False),
+                         fsdp_bytes=[state_bytes_per_rank(shapes, n, sharded=True) for n in WORLD_SIZES]))
+    return rows
+
+
+def activation_table(names, batch_size, block_size, seed=0):
+    """
+    {name: figures} for each model of PRESETS named: the bytes a training forward of
+    batch_size x block_size tokens keeps for backward, without and with activation
+    checkpointing, for the whole model and per block (measured on the CPU, float32).
+    """
+    table = {}
+    for name in names:
+        config = GPTConfig(**dict(PRESETS[name], block_size=block_size))
+        layers = activation_bytes_per_layer(config, batch_size, seed)
+        table[name] = dict(
+            activation_bytes={kind: f["fixed"] + config.n_layer * f["per_layer"] for kind, f in layers.items()},
+            activation_bytes_per_layer={kind: f["per_layer"] for kind, f in layers.items()})
+    return table
+
+
+def bench_memory(cfg):
+    """The memory table of GPT-2's four sizes, and a check of its per-block activation sums."""
+    batch_size = cfg.batch_size or 1
+    block_size = cfg.block_size or 1024  # GPT-2's context, the same in all four sizes
+    activations = activation_table(GPT2_SIZES, batch_size, block_size, cfg.seed)
+    rows = [dict(row, **activations[row["name"]]) for row in state_table(GPT2_SIZES)]
+    # The per-block arithmetic, checked once: the --preset model measured whole.
+    config = model_config(cfg)
+    whole = activation_bytes(config, batch_size, cfg.seed)
+    layers = activation_bytes_per_layer(config, batch_size, cfg.seed)
+    summed = {kind: f["fixed"] + config.n_layer * f["per_layer"] for kind, f in layers.items()}
+    result = dict(mode="memory", bytes_per_param=STATE_BYTES_PER_PARAM, world_sizes=list(WORLD_SIZES),
+                  batch_size=batch_size, block_size=block_size, models=rows,
+                  whole=dict(preset=cfg.preset, n_layer=config.n_layer, n_embd=config.n_embd,
+                             block_size=config.block_size, bytes=whole, per_layer_sum=summed,
+                             same=whole == summed))
+    print_memory(result)
+    return result
+
+
+def print_memory(result):
+    gb = lambda n: n / 1e9
+    print(f"Model state per process, training with AdamW in float32: "
+          f"{sum(result['bytes_per_param'].values())} bytes per parameter (weights 4, gradients 4, "
+          f"AdamW's two moments 8), in GB (1e9 bytes). DDP: every process holds all of it; FSDP on N "
+          f"processes: rank 0's shard, the largest.")
+    print(f"{'model':<12} {'parameters':>14} {'DDP':>8}" + "".join(f"{f'FSDP {n}':>9}" for n in result["world_sizes"]))
+    for r in result["models"]:
+        print(f"{r['name']:<12} {r['params']:>14,} {gb(r['ddp_bytes']):>8.2f}"
+              + "".join(f"{gb(b):>9.2f}" for b in r["fsdp_bytes"]))
+    print(f"(parameters as allocated, the embedding's padding rows included; without them, as Hugging "
+          f"Face counts: " + ", ".join(f"{r['name']} {r['params_hf']:,}" for r in result["models"]) + ")")
+    print()
+    print(f"Activations kept for backward, batch {result['batch_size']} x {result['block_size']}, float32, "
+          f"in GB: measured on the CPU with 1 and 2 blocks of each width, + n_layer x per block.")
+    print(f"{'model':<12} {'plain':>8} {'checkpointed':>13}   {'per block: plain':>16} {'checkpointed':>13}")
+    for r in result["models"]:
+        a, per = r["activation_bytes"], r["activation_bytes_per_layer"]
+        print(f"{r['name']:<12} {gb(a['plain']):>8.3f} {gb(a['checkpointed']):>13.3f}   "
+              f"{gb(per['plain']):>16.4f} {gb(per['checkpointed']):>13.4f}")
+    w = result["whole"]
+    print(f"check: the {w['preset']} preset ({w['n_layer']} blocks, {w['n_embd']} wide, context "
+          f"{w['block_size']}) measured whole keeps {gb(w['bytes']['plain']):.3f} GB plain, "
+          f"{gb(w['bytes']['checkpointed']):.3f} GB checkpointed; the per-block sum gives "
+          f"{gb(w['per_layer_sum']['plain']):.3f} and {gb(w['per_layer_sum']['checkpointed']):.3f}"
+          f"{' (the same bytes)' if w['same'] else ' (NOT the same: the per-block figures above are off)'}.")
 
 
 def rate(tokens_per_sec):
@@ -262,9 +478,12 @@ def main(argv=None):
             raise ConfigError(f"{name} must be at least 1, got {getattr(cfg, name)}")
     if cfg.warmup_iters < 0:
         raise ConfigError(f"warmup_iters must be >= 0, got {cfg.warmup_iters}")
-    device = common.pick_device(cfg.device)
-    dtype = common.pick_dtype(device, cfg.dtype)
-    result = bench_train(cfg, device, dtype) if cfg.mode == "train" else bench_generate(cfg, device, dtype)
+    if cfg.mode == "memory":  # arithmetic and CPU forwards: no device to pick
+        result = bench_memory(cfg)
+    else:
+        device = common.pick_device(cfg.device)
+        dtype = common.pick_dtype(device, cfg.dtype)
+        result = bench_train(cfg, device, dtype) if cfg.mode == "train" else bench_generate(cfg, device, dtype)
     result["config"] = dataclasses.asdict(cfg)
     if cfg.json:
         print(json.dumps(result))

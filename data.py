@@ -16,7 +16,9 @@ What lives here:
     (train.py, bench.py), fixed random batches for train.py's quick evaluations, and
     `consecutive_batches()`, every token of a split once, in order, for exact perplexity (eval.py,
     guide.py). Both open files through `open_split()` and read rows through `read_rows()`;
-  - `load_split()`: a split's whole token arrays, for looking at small datasets (guide.py, tests).
+  - `load_split()`: a split's whole token arrays, for looking at small datasets (guide.py, tests);
+  - `BitsPerByte`: the loss per byte of text, which models with different tokenizers can share
+    (train.py's evaluations, eval.py perplexity), from `BatchLoader.token_bytes`.
 
 Design choices:
   - meta.json is JSON, never pickle: loading a pickle can run arbitrary code, and JSON is
@@ -26,18 +28,25 @@ Design choices:
   - Memory stays flat however long training runs: each batch opens the files, reads just its
     windows, and closes them (a np.memmap kept open for hours slowly maps every page it touches).
   - A window never crosses a file boundary: separate files are separate streams of documents.
+  - Bits per byte leaves special tokens (<|endoftext|>) out of both of its sums, as nanochat does:
+    they are no text, and a model that predicts a document boundary well is not better at text.
 """
 
 import contextlib
+import functools
 import json
+import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 from common import UserError
+from tokenizer import TokenizerError, tokenizer_from_meta
 
 DATA_DIR = Path(__file__).resolve().parent / "data"  # default home of all datasets
 
@@ -111,14 +120,27 @@ def dataset_path(name, data_dir=None) -> Path:
     return Path(data_dir or DATA_DIR) / name
 
 
-def prepare_command(name: str) -> str:
-    """The command that (re)creates dataset `name`, for error messages."""
+SHAKESPEARE_BPE_NAME = re.compile(r"shakespeare_bpe(\d+)")  # prepare.py shakespeare --tokenizer=bpe's datasets
+
+
+def prepare_command(name: str, meta: dict | None = None) -> str:
+    """The command that (re)creates dataset `name`, for error messages; a text dataset's meta.json,
+    when there is one, adds its input file and tokenizer."""
     commands = {
         "shakespeare_char": "python prepare.py",
         "shakespeare": "python prepare.py shakespeare",
         "fineweb10B": "python prepare.py fineweb10B --num_shards=1",
     }
-    return commands.get(name, f"python prepare.py text --input=YOUR_FILE.txt --name={name}")
+    shakespeare_bpe = SHAKESPEARE_BPE_NAME.fullmatch(name)
+    if shakespeare_bpe:
+        return f"python prepare.py shakespeare --tokenizer=bpe --vocab_size={shakespeare_bpe[1]}"
+    if name in commands:
+        return commands[name]
+    meta = meta or {}
+    options = f" --tokenizer={meta['tokenizer']}" if meta.get("tokenizer") in ("bpe", "gpt2") else ""
+    options += f" --vocab_size={meta['vocab_size']}" if meta.get("tokenizer") == "bpe" else ""
+    options += " --eot" if meta.get("eot") else ""
+    return f"python prepare.py text --input={meta.get('source') or 'YOUR_FILE.txt'}{options} --name={name}"
 
 
 def load_meta(dataset_dir) -> dict:
@@ -128,7 +150,14 @@ def load_meta(dataset_dir) -> dict:
     if not meta_path.is_file():
         raise DataError(f"no prepared dataset at {dataset_dir} ({meta_path.name} is missing). "
                         f"Create it with: {prepare_command(dataset_dir.name)}")
-    return json.loads(meta_path.read_text(encoding="utf-8"))
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if meta.get("tokenizer") == "bpe":  # learned merges: ids made with other merges mean other text
+        try:
+            tokenizer_from_meta(meta)  # checks the merges against their sha256
+        except TokenizerError as e:
+            raise DataError(f"{meta_path}: {e}. Recreate the dataset with: "
+                            f"{prepare_command(dataset_dir.name, meta)}") from None
+    return meta
 
 
 def read_shard_header(path) -> int:
@@ -185,7 +214,7 @@ def open_split(dataset_dir, split, meta=None) -> list[TokenFile]:
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
     directory = Path(dataset_dir)
     meta = load_meta(directory) if meta is None else meta
-    fix = f"recreate the dataset with: {prepare_command(directory.name)}"
+    fix = f"recreate the dataset with: {prepare_command(directory.name, meta)}"
     if meta.get("format", "bin") == "shards":
         paths = [directory / name for name in meta[f"{split}_shards"]]
     else:
@@ -316,6 +345,11 @@ class BatchLoader:
         for _ in range(num_batches):
             yield self._read(split, self._draw(split, generator))
 
+    @functools.cached_property  # built on first use: only evaluations need it
+    def token_bytes(self) -> torch.Tensor:
+        """(vocab_size,) int64 on the device: the bytes of text each id stands for (BitsPerByte)."""
+        return torch.tensor(tokenizer_from_meta(self.meta).byte_lengths(), device=self.device)
+
     def state_dict(self):
         return {"generator": self.generator.get_state(), "batches_drawn": self.batches_drawn}
 
@@ -339,3 +373,36 @@ def consecutive_batches(dataset_dir, split, block_size, batch_size, device="cpu"
         # positions it feeds are never scored); as a target it stays -1.
         x, y = tokens[:, :-1].clamp(min=0), tokens[:, 1:].contiguous()
         yield to_device((x, y), device)
+
+
+# --------------------------------------------------------------------------------------------
+# Bits per byte
+# --------------------------------------------------------------------------------------------
+
+class BitsPerByte:
+    """
+    The loss per byte of text, summed over batches: bpb = (sum of the targets' losses in nats) /
+    (UTF-8 bytes those targets decode to x ln 2). The loss per token depends on how much text a
+    token holds (a character, or a whole word), so only models with the same tokenizer can compare
+    it; bits per byte compares any two. For characters of ASCII text (one byte each) it is the mean
+    loss / ln 2. Targets that are no text count in neither sum: padding (-1) and special tokens
+    such as <|endoftext|> (0 bytes in token_bytes).
+    """
+
+    def __init__(self, token_bytes: torch.Tensor):
+        self.token_bytes = token_bytes  # (vocab_size,): bytes per id (BatchLoader.token_bytes)
+        self.nats, self.num_bytes = 0.0, 0
+
+    def add(self, logits, targets):
+        """logits (B, T, vocab_size) and targets (B, T) of one batch."""
+        targets = targets.reshape(-1)  # (B*T,)
+        num_bytes = torch.where(targets >= 0, self.token_bytes[targets.clamp(min=0)], 0)  # (B*T,)
+        text_targets = targets.masked_fill(num_bytes == 0, -1)  # ignore_index=-1 skips the others
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), text_targets, ignore_index=-1,
+                               reduction="sum")
+        self.nats += loss.item()
+        self.num_bytes += int(num_bytes.sum().item())
+
+    def value(self) -> float:
+        """Bits per byte so far; NaN before any byte of text was scored."""
+        return self.nats / (math.log(2) * self.num_bytes) if self.num_bytes else float("nan")

@@ -9,8 +9,10 @@ training loss:
 Perplexity = exp(mean cross-entropy) on text the model never trained on: "the model is as unsure
 as if it picked uniformly among this many tokens". It is only comparable between models with
 the same tokenizer, and a low number can still mean the model memorised the style, not the
-meaning. Unlike train.py's eval (random windows, a quick estimate), this reads the whole
-validation split once, in consecutive windows, so the figure is exact and reproducible.
+meaning. Bits per byte (bpb, data.BitsPerByte) is the same loss per byte of text instead of per
+token: it compares models with any two tokenizers (characters, learned BPE, GPT-2's). Unlike
+train.py's eval (random windows, a quick estimate), this reads the whole validation split once,
+in consecutive windows, so both figures are exact and reproducible.
 
 HellaSwag (Zellers et al., 2019) asks which of 4 endings continues a short everyday scene. It
 is scored "completion style", as GPT-2's published figures in build-nanogpt and llm.c are: no
@@ -35,7 +37,7 @@ from torch.nn import functional as F
 from checkpoint import load_model
 from common import ConfigError, autocast, pick_device, pick_dtype, run_command
 from configurator import help_text, parse_config
-from data import DataError, consecutive_batches, dataset_path, load_meta
+from data import BitsPerByte, DataError, consecutive_batches, dataset_path, load_meta
 from download import DownloadError, cache_dir, download
 from tokenizer import tokenizer_from_meta
 
@@ -66,14 +68,16 @@ class EvalConfig:
 # --------------------------------------------------------------------------------------------
 
 @torch.no_grad()
-def perplexity(model, batches, max_tokens=None, ctx=None):
+def perplexity(model, batches, max_tokens=None, ctx=None, token_bytes=None):
     """
     Exact mean loss and perplexity over (x, y) batches, where targets of -1 are padding (not
     scored): data.consecutive_batches() gives every token of a split once. The loss is summed
     over tokens and divided once at the end, so each token counts the same whatever batch or
-    window it fell in. Returns dict(loss, ppl, tokens).
+    window it fell in. Returns dict(loss, ppl, tokens), and with token_bytes (the bytes of text
+    per id, data.BatchLoader.token_bytes) bits per byte over the same targets: bpb, bytes.
     """
     total_loss, total_tokens = 0.0, 0
+    bits_per_byte = BitsPerByte(token_bytes) if token_bytes is not None else None
     model.eval()
     for x, y in batches:
         with ctx or contextlib.nullcontext():  # no_grad is already on
@@ -82,12 +86,17 @@ def perplexity(model, batches, max_tokens=None, ctx=None):
                                ignore_index=-1, reduction="sum")
         total_loss += loss.item()
         total_tokens += (y != -1).sum().item()
+        if bits_per_byte is not None:
+            bits_per_byte.add(logits, y)
         if max_tokens is not None and total_tokens >= max_tokens:
             break
     if total_tokens == 0:
         raise DataError("no tokens to evaluate: the split is empty or shorter than 2 tokens")
     mean = total_loss / total_tokens
-    return dict(loss=mean, ppl=math.exp(mean), tokens=total_tokens)
+    result = dict(loss=mean, ppl=math.exp(mean), tokens=total_tokens)
+    if bits_per_byte is not None:
+        result.update(bpb=bits_per_byte.value(), bytes=bits_per_byte.num_bytes)
+    return result
 
 
 # --------------------------------------------------------------------------------------------
@@ -222,7 +231,9 @@ def main(argv=None):
         # datasets number their characters differently unless they have the very same set.
         data_tokenizer = tokenizer_from_meta(load_meta(dataset_dir))
         if (data_tokenizer.name != tokenizer.name  # a GPT-2 tokenizer has no chars: None == None
-                or getattr(data_tokenizer, "chars", None) != getattr(tokenizer, "chars", None)):
+                or getattr(data_tokenizer, "chars", None) != getattr(tokenizer, "chars", None)
+                or getattr(data_tokenizer, "merges", None) != getattr(tokenizer, "merges", None)
+                or data_tokenizer.eot_token != tokenizer.eot_token):
             raise DataError(f"dataset {cfg.dataset!r} was tokenized with a {data_tokenizer.name} "
                             f"vocabulary of {data_tokenizer.vocab_size} tokens, not the model's "
                             f"({tokenizer.name}, {tokenizer.vocab_size} tokens): its token ids "
@@ -230,9 +241,10 @@ def main(argv=None):
                             + ("Prepare the text with --tokenizer=gpt2" if tokenizer.name == "gpt2"
                                else "Evaluate on the dataset the model was trained on"))
         batches = consecutive_batches(dataset_dir, cfg.split, model.config.block_size, cfg.batch_size, device)
-        result = perplexity(model, batches, cfg.max_tokens, ctx)
-        print(f"{cfg.dataset} {cfg.split}: loss {result['loss']:.4f}, perplexity {result['ppl']:.2f} "
-              f"over {result['tokens']:,} tokens")
+        token_bytes = torch.tensor(data_tokenizer.byte_lengths(), device=device)
+        result = perplexity(model, batches, cfg.max_tokens, ctx, token_bytes)
+        print(f"{cfg.dataset} {cfg.split}: loss {result['loss']:.4f}, {result['bpb']:.4f} bits per byte, "
+              f"perplexity {result['ppl']:.2f} over {result['tokens']:,} tokens ({result['bytes']:,} bytes)")
     else:
         items = read_hellaswag(hellaswag_path(), cfg.limit)
         result = hellaswag(model, items, tokenizer, cfg.batch_size, device, ctx)

@@ -90,9 +90,11 @@ class GuideConfig:
 
 # Measurement sizes: the full book, and the tiny version the tests build.
 FULL_SIZES = dict(evaluations=3, eval_iters=10, sample_tokens=240, ppl_tokens=30_000, kv_new_tokens=100,
-                  kv_long_block=256, kv_long_prompt=192, kv_long_tokens=60, kv_repeats=1, depths=(1, 2, 4, 8, 16, 32), scale_trials=32)
+                  kv_long_block=256, kv_long_prompt=192, kv_long_tokens=60, kv_repeats=1, depths=(1, 2, 4, 8, 16, 32), scale_trials=32,
+                  memory_models=bench.GPT2_SIZES, memory_block=1024)
 FAST_SIZES = dict(evaluations=2, eval_iters=2, sample_tokens=40, ppl_tokens=4_000, kv_new_tokens=24,
-                  kv_long_block=96, kv_long_prompt=64, kv_long_tokens=16, kv_repeats=1, depths=(1, 4), scale_trials=2, build_iters=8)
+                  kv_long_block=96, kv_long_prompt=64, kv_long_tokens=16, kv_repeats=1, depths=(1, 4), scale_trials=2, build_iters=8,
+                  memory_models=("gpt2",), memory_block=64)
 
 
 class GuideError(common.UserError):
@@ -462,6 +464,19 @@ def accumulation_data(seed):
                 max_update=updates[1].abs().max().item())
 
 
+def memory_data(sizes, fig):
+    """Chapter 4: the memory one GPU needs to train GPT-2's four sizes, under DDP and FSDP, worked
+    out by bench.py from the parameter shapes alone; and the activations a training forward keeps
+    for backward with and without activation checkpointing, measured on the CPU (bench.py again:
+    `python bench.py --mode=memory` prints the same table)."""
+    rows = bench.state_table(bench.GPT2_SIZES)
+    activations = bench.activation_table(sizes["memory_models"], 1, sizes["memory_block"])
+    fig.memory(rows, bench.WORLD_SIZES, activations, sizes["memory_block"], "memory")
+    models = {row["name"]: dict(row, **activations.get(row["name"], {})) for row in rows}
+    return dict(models=models, world_sizes=list(bench.WORLD_SIZES), bytes_per_param=bench.STATE_BYTES_PER_PARAM,
+                block_size=sizes["memory_block"], measured=list(activations))
+
+
 def next_token_data(model, tokenizer, prompt, fig):
     """Chapter 5: the model's distribution for the token after the prompt, as temperature,
     top-k and top-p reshape it."""
@@ -728,6 +743,41 @@ class Figures:
             ax.legend(frameon=False)
         self.save(figure, name)
 
+    def memory(self, rows, world_sizes, activations, block_size, name):
+        figure, (state, kept) = self.plt.subplots(1, 2, figsize=(self.WIDTH, 2.9),
+                                                  gridspec_kw={"width_ratios": [2.3, 1]})
+        x = np.arange(len(rows))
+        series = [("DDP, any number of GPUs", [r["ddp_bytes"] for r in rows])]
+        series += [(f"FSDP on {n} GPUs", [r["fsdp_bytes"][i] for r in rows])
+                   for i, n in enumerate(world_sizes) if n > 1]
+        width = 0.8 / len(series)
+        for k, (label, values) in enumerate(series):
+            state.bar(x + (k - (len(series) - 1) / 2) * width, np.array(values) / 1e9, width, label=label,
+                      color="C3" if k == 0 else f"C{k - 1}")
+        state.set_yscale("log")  # 0.25 to 25 GB: on a linear scale the small shards would vanish
+        state.set_yticks([0.1, 1, 10, 100], ["0.1", "1", "10", "100"])
+        # A card sold as "24 GB" holds 24 GiB (2^30 bytes each), 25.8 GB in the units used here.
+        for gib, label in ((24, "24 GiB card"), (80, "80 GiB card")):
+            state.axhline(gib * 2 ** 30 / 1e9, color="0.35", lw=0.8, ls="--")
+            state.text(-0.45, gib * 2 ** 30 / 1e9 * 1.1, label, fontsize=7, color="0.35")
+        state.set_ylim(0.1, 3000)  # room above the lines for the legend
+        state.set_xticks(x, [r["name"] for r in rows])
+        state.set_ylabel("model state per GPU (GB)")
+        state.set_title("weights + gradients + AdamW moments (float32)")
+        state.legend(frameon=False, fontsize=7, ncol=2, loc="upper right")
+
+        names = [r["name"] for r in rows if r["name"] in activations]
+        y = np.arange(len(names))
+        for k, (kind, label, color) in enumerate((("plain", "kept in full", "C3"),
+                                                  ("checkpointed", "checkpointed", "C0"))):
+            kept.bar(y + (k - 0.5) * 0.38, [activations[n]["activation_bytes"][kind] / 1e9 for n in names],
+                     0.38, label=label, color=color)
+        kept.set_xticks(y, names, rotation=30, ha="right")
+        kept.set_ylabel("GB")
+        kept.set_title(f"activations, batch 1 x {block_size}")
+        kept.legend(frameon=False, fontsize=7)
+        self.save(figure, name)
+
     def next_token(self, labels, probs, nucleus, name):
         figure, ax = self.plt.subplots(figsize=(self.WIDTH, 2.4))
         x = np.arange(len(labels))
@@ -849,6 +899,7 @@ def build(cfg):
     fig.init_depth(results["init"], "init_depth")
     results["lr"] = timed("lr schedule", lr_data, fig)
     results["accumulation"] = timed("accumulation", accumulation_data, cfg.seed)
+    results["memory"] = timed("memory", memory_data, sizes, fig)
     results["next_token"] = timed("next token", next_token_data, model, tokenizer, prompt, fig)
     results["samples"] = timed("samples", sample_data, model, tokenizer, prompt, sizes["sample_tokens"], cfg.seed)
     results["kv_cache"] = timed("kv cache bench", kv_cache_data, sizes, cfg.device)

@@ -2,6 +2,12 @@
 
 import dataclasses
 import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import textwrap
 import typing
 from pathlib import Path
 
@@ -12,7 +18,7 @@ import bench
 import common
 from configurator import parse_config
 import train
-from model import GPT
+from model import GPT, GPTConfig
 
 # A model small enough that a benchmark run takes a fraction of a second.
 TINY = ["--preset=quickstart", "--n_layer=1", "--n_embd=32", "--n_head=2", "--block_size=16",
@@ -128,8 +134,9 @@ def test_profile_prints_the_costliest_operations_and_writes_a_chrome_trace(tmp_p
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--mode=decode"], "mode expects one of 'train', 'generate', got 'decode'"),
-    (["--preset=gpt5"], "preset expects one of 'gpt2', 'gpt2-medium', 'quickstart', 'baby', got 'gpt5'"),
+    (["--mode=decode"], "mode expects one of 'train', 'generate', 'memory', got 'decode'"),
+    (["--preset=gpt5"], "preset expects one of 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl', 'quickstart', "
+                        "'baby', got 'gpt5'"),
     (["--repeats=0", "--mode=generate"], "repeats must be at least 1"),
     (["--iters=0"], "iters must be at least 1"),
     (["--attention_backend=fastest"], "attention_backend expects one of 'auto', 'flash'"),
@@ -157,3 +164,142 @@ def test_baby_preset_is_the_shape_of_the_baby_gpt_config():
         assert getattr(shape, key) == getattr(cfg, key), key
     # and a GPU training benchmark of it uses the batch the recipe trains with
     assert bench.default_batch_size(bench.BenchConfig(preset="baby"), "cuda") == cfg.batch_size
+
+
+def test_activation_checkpointing_option_reaches_the_model(monkeypatch, capsys):
+    calls = []
+    checkpoint = torch.utils.checkpoint.checkpoint
+    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint",
+                        lambda *args, **kwargs: calls.append(1) or checkpoint(*args, **kwargs))
+    result = bench.main(TINY + ["--n_layer=2", "--warmup_iters=1", "--iters=2", "--activation_checkpointing",
+                                "--json"])
+    assert len(calls) == 2 * (1 + 2)  # every block of every step, warm-up included
+    assert result["activation_checkpointing"] is True and result["ms_per_step"] > 0
+    out = capsys.readouterr().out
+    assert "activation checkpointing" in out and json.loads(out.strip().splitlines()[-1])["activation_checkpointing"]
+    calls.clear()
+    assert bench.main(TINY + ["--warmup_iters=0", "--iters=1"])["activation_checkpointing"] is False
+    assert calls == []
+
+
+# ---------------------------------------------------------------------------- memory mode
+
+def gpt2_shapes(name):
+    return bench.parameter_shapes(GPTConfig(**bench.PRESETS[name]))
+
+
+def test_state_is_16_bytes_per_parameter_and_chunks_round_up():
+    assert sum(bench.STATE_BYTES_PER_PARAM.values()) == 16  # 4 weight + 4 gradient + 8 AdamW
+    # One 5 x 3 matrix and a bias of 7 on 2 ranks: torch.chunk gives rank 0 rows 0-2 and rank 1
+    # rows 3-4 of the matrix, 4 of the 7 bias entries to rank 0; rank 0 holds the larger share.
+    shapes = [(5, 3), (7,)]
+    assert bench.state_bytes_per_rank(shapes, 2, sharded=False) == 16 * (15 + 7)  # DDP: all of it
+    assert bench.state_bytes_per_rank(shapes, 2, sharded=True) == 16 * (3 * 3 + 4)
+    # More ranks than rows: each rank holds at most one row.
+    assert bench.state_bytes_per_rank(shapes, 8, sharded=True) == 16 * (3 + 1)
+
+
+@pytest.mark.parametrize("name", bench.GPT2_SIZES)
+def test_fsdp_on_one_rank_is_ddp_and_on_n_ranks_the_sum_of_chunks(name):
+    shapes = gpt2_shapes(name)
+    ddp = bench.state_bytes_per_rank(shapes, 1, sharded=False)
+    assert bench.state_bytes_per_rank(shapes, 1, sharded=True) == ddp
+    for n in (2, 4, 8):
+        # torch.chunk itself, on a stand-in tensor of each shape's rows: rank 0's chunk
+        chunks = sum(torch.empty(shape[0], 0).chunk(n)[0].size(0) * math.prod(shape[1:]) for shape in shapes)
+        assert bench.state_bytes_per_rank(shapes, n, sharded=True) == 16 * chunks
+        assert bench.state_bytes_per_rank(shapes, n, sharded=True) == pytest.approx(ddp / n, rel=1e-3)
+        assert bench.state_bytes_per_rank(shapes, n, sharded=False) == ddp  # DDP does not shrink
+
+
+def test_gpt2_xl_state_counts_every_allocated_parameter():
+    # Hugging Face's gpt2-xl has 1,557,611,200 parameters, and so does ours without the padding
+    # rows of the embedding (get_num_params leaves them out). The memory counts them: 47 rows x
+    # 1600 are allocated, trained and stored in AdamW like every other row.
+    config = GPTConfig(**bench.PRESETS["gpt2-xl"])
+    with torch.device("meta"):
+        assert GPT(config).get_num_params(non_embedding=False) == 1_557_611_200
+    allocated = 1_557_611_200 + (50_304 - 50_257) * 1600
+    assert sum(math.prod(shape) for shape in gpt2_shapes("gpt2-xl")) == allocated
+    ddp = bench.state_bytes_per_rank(gpt2_shapes("gpt2-xl"), 1, sharded=False)
+    assert ddp == 16 * allocated and round(ddp / 1e9, 1) == 24.9  # ~25 GB before one activation
+
+
+FSDP_SHARDS_SCRIPT = textwrap.dedent("""
+    # Run by torchrun: shard a GPT with FSDP2 as train.py does (each block, then the root), take
+    # one AdamW step, and write the bytes this rank holds of each kind of state.
+    import json, sys
+    import torch
+    from torch.distributed.fsdp import fully_shard
+    from model import GPT, GPTConfig
+
+    torch.distributed.init_process_group("gloo")
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**json.loads(sys.argv[1])))
+    for block in model.transformer.h:
+        fully_shard(block)
+    fully_shard(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    tokens = torch.randint(model.config.vocab_size, (2, model.config.block_size + 1))
+    model(tokens[:, :-1], tokens[:, 1:])[1].backward()
+    optimizer.step()
+    size = lambda t: t.to_local().numel() * t.element_size()  # this rank's shard of a DTensor
+    held = dict(weights=sum(size(p) for p in model.parameters()),
+                gradients=sum(size(p.grad) for p in model.parameters()),
+                adamw_moments=sum(size(s[k]) for s in optimizer.state.values() for k in ("exp_avg", "exp_avg_sq")))
+    with open(sys.argv[2] + f".{torch.distributed.get_rank()}", "w") as f:
+        json.dump(held, f)
+    torch.distributed.destroy_process_group()
+""")
+
+
+def test_the_fsdp_figure_is_what_fsdp2_allocates_on_rank_0(tmp_path):
+    # The arithmetic against FSDP2 itself: 2 CPU processes (gloo), a model whose rows do not
+    # split evenly (45-row c_attn, 65-row embedding), so torch.chunk's rounding shows.
+    shape = dict(n_layer=2, n_head=3, n_embd=15, block_size=9, vocab_size=65, pad_vocab_to=1)
+    (tmp_path / "shards.py").write_text(FSDP_SHARDS_SCRIPT)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(bench.__file__).parent))
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                             "--master_addr=127.0.0.1", f"--master_port={port}", str(tmp_path / "shards.py"),
+                             json.dumps(shape), str(tmp_path / "held")],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    held = [json.loads((tmp_path / f"held.{rank}").read_text()) for rank in (0, 1)]
+    shapes = bench.parameter_shapes(GPTConfig(**shape))
+    for kind, bytes_per_param in bench.STATE_BYTES_PER_PARAM.items():
+        assert held[0][kind] == bench.state_bytes_per_rank(shapes, 2, sharded=True, bytes_per_param=bytes_per_param), kind
+        assert held[1][kind] < held[0][kind]  # the last rank gets the shorter chunks
+        # together the two ranks hold exactly one copy
+        assert held[0][kind] + held[1][kind] == bench.state_bytes_per_rank(shapes, 1, False, bytes_per_param)
+    assert sum(held[0].values()) > bench.state_bytes_per_rank(shapes, 1, sharded=False) / 2
+
+
+def test_activation_figures_per_layer_add_up_to_a_whole_model():
+    # Every block keeps the same tensors, so 1- and 2-block measurements give any depth exactly.
+    config = GPTConfig(n_layer=5, n_head=2, n_embd=32, block_size=16, vocab_size=65)
+    whole = bench.activation_bytes(config, batch_size=2)
+    layers = bench.activation_bytes_per_layer(config, batch_size=2)
+    for kind in ("plain", "checkpointed"):
+        assert whole[kind] == layers[kind]["fixed"] + 5 * layers[kind]["per_layer"]
+    # checkpointed, a block keeps only its input: (B, T, C) float32
+    assert layers["checkpointed"]["per_layer"] == 2 * 16 * 32 * 4
+    assert layers["plain"]["per_layer"] > 10 * layers["checkpointed"]["per_layer"]
+
+
+def test_memory_mode_prints_the_table_and_one_json_object(monkeypatch, capsys):
+    monkeypatch.setattr(bench, "GPT2_SIZES", ("gpt2", "gpt2-xl"))  # two sizes keep it quick
+    result = bench.main(["--mode=memory", "--block_size=16", "--n_layer=2", "--json"])
+    out = capsys.readouterr().out
+    printed = json.loads(out.strip().splitlines()[-1])
+    assert printed["mode"] == "memory" and printed["world_sizes"] == [1, 2, 4, 8]
+    assert [r["name"] for r in printed["models"]] == ["gpt2", "gpt2-xl"]
+    xl = printed["models"][1]
+    assert xl["params_hf"] == 1_557_611_200 and xl["fsdp_bytes"][0] == xl["ddp_bytes"]
+    assert xl["fsdp_bytes"][3] == xl["ddp_bytes"] // 8  # gpt2-xl's rows all divide by 8
+    assert xl["activation_bytes"]["checkpointed"] < xl["activation_bytes"]["plain"]
+    assert printed["whole"]["same"] is True and printed["whole"]["n_layer"] == 2
+    assert printed == json.loads(json.dumps(result))  # the JSON line is the whole result
+    assert "FSDP 8" in out and "gpt2-xl" in out and "checkpointed" in out

@@ -207,7 +207,7 @@ def test_bad_text_inputs(tmp_path):
     with pytest.raises(DataError, match="too short"):
         prepare.prepare_text("a", "tiny", data_dir=tmp_path)
     with pytest.raises(ValueError, match="unknown tokenizer"):
-        prepare.prepare_text("abcdefghijkl", "x", tokenizer="bpe", data_dir=tmp_path)
+        prepare.prepare_text("abcdefghijkl", "x", tokenizer="sentencepiece", data_dir=tmp_path)
 
 
 def test_default_command_prepares_shakespeare_char_under_data_dir(tmp_path, monkeypatch):
@@ -271,6 +271,115 @@ def test_char_vocabulary_covers_the_validation_text_too(tmp_path):
     # "z" occurs only in the last 10%, the validation split: it must still get an id.
     dataset_dir = prepare.prepare_text("a" * 90 + "b" * 9 + "z", "x", "char", data_dir=tmp_path)
     assert data.load_meta(dataset_dir)["chars"] == ["a", "b", "z"]
+
+
+# ----------------------------------------------------------------------------
+# prepare.py: datasets with learned BPE
+
+
+def test_bpe_dataset_learns_its_merges_from_the_train_split_only(tmp_path):
+    text = SHAKESPEARE_TEXT[:20_000]
+    train_text, val_text = prepare.split_text(text)
+    dataset_dir = prepare.prepare_text(text, "small", "bpe", tmp_path, vocab_size=400)
+    meta = data.load_meta(dataset_dir)
+    assert (meta["tokenizer"], meta["vocab_size"], meta["eot"], len(meta["merges"])) == ("bpe", 400, False, 144)
+    assert tokenizer.tokenizer_from_meta(meta).merges == tokenizer.train_bpe(train_text, 400)
+    assert tokenizer.train_bpe(text, 400) != tokenizer.train_bpe(train_text, 400)  # the val text would change them
+    assert decode_split(dataset_dir, "train") == train_text and decode_split(dataset_dir, "val") == val_text
+    assert meta["val_tokens"] < 0.6 * len(val_text)  # learned tokens hold ~2 characters each
+
+
+def test_shakespeare_bpe_datasets_are_named_by_their_vocabulary_size(tmp_path):
+    # The command line, the name it writes, the command an error names, and ensure_dataset
+    # (which train.py calls) agree. Tiny vocabularies: each dataset takes about a second.
+    assert prepare.main(["shakespeare", "--tokenizer=bpe", "--vocab_size=258", f"--data_dir={tmp_path}"]) == 0
+    meta = data.load_meta(tmp_path / "shakespeare_bpe258")
+    assert (meta["tokenizer"], meta["vocab_size"], meta["merges"]) == ("bpe", 258, ["Ġ t", "h e"])
+    assert data.prepare_command("shakespeare_bpe258") == "python prepare.py shakespeare --tokenizer=bpe --vocab_size=258"
+    assert prepare.ensure_dataset("shakespeare_bpe257", tmp_path) == tmp_path / "shakespeare_bpe257"
+    assert data.load_meta(tmp_path / "shakespeare_bpe257")["merges"] == ["Ġ t"]
+
+
+def test_eot_separates_documents_with_one_token(tmp_path):
+    documents = [f"Story {i}: once upon a time there was a {animal}." for i, animal in
+                 enumerate(["cat", "dog", "fox", "owl"] * 10)]
+    input_path = tmp_path / "stories.txt"
+    input_path.write_text(tokenizer.GPT2_EOT.join(documents), encoding="utf-8")
+    args = ["text", f"--input={input_path}", "--tokenizer=bpe", "--vocab_size=300", "--eot", f"--data_dir={tmp_path}"]
+    assert prepare.main(args) == 0
+    meta = data.load_meta(tmp_path / "stories")
+    tok = tokenizer.tokenizer_from_meta(meta)
+    assert meta["eot"] is True and tok.eot_token == 299
+    ids = np.concatenate(data.load_split(tmp_path / "stories", "train") + data.load_split(tmp_path / "stories", "val"))
+    assert (ids == tok.eot_token).sum() == len(documents) - 1  # one id per boundary, not 13 characters
+    (val,) = data.load_split(tmp_path / "stories", "val")
+    assert tok.decode(val.tolist()).startswith("Story ")  # the split falls between two documents
+    assert data.prepare_command("stories", meta) == (f"python prepare.py text --input={input_path} --tokenizer=bpe "
+                                                     "--vocab_size=300 --eot --name=stories")
+    # GPT-2's tokenizer has the same token: 50256.
+    assert prepare.main(args[:2] + ["--tokenizer=gpt2", "--eot", "--name=stories_gpt2", f"--data_dir={tmp_path}"]) == 0
+    (gpt2_train,) = data.load_split(tmp_path / "stories_gpt2", "train")
+    assert tokenizer.GPT2_EOT_ID in gpt2_train
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--tokenizer=bpe"], "--tokenizer=bpe needs --vocab_size=N"),
+    (["--tokenizer=gpt2", "--vocab_size=1024"], "--vocab_size is for --tokenizer=bpe only"),
+    (["--eot"], "--eot needs a tokenizer with an end-of-text token"),
+    (["--tokenizer=bpe", "--vocab_size=200"], "vocab_size=200 is too small"),
+    (["--tokenizer=bpe", "--vocab_size=5000"], "is more than this text can give"),
+])
+def test_bpe_options_that_cannot_work_are_one_line_errors(tmp_path, capsys, args, message):
+    input_path = tmp_path / "my.txt"
+    input_path.write_text("the quick brown fox jumps over the lazy dog.\n" * 20, encoding="utf-8")
+    assert run_command(lambda: prepare.main(["text", f"--input={input_path}", f"--data_dir={tmp_path}"] + args)) == 1
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "my").exists()  # nothing written
+
+
+@pytest.mark.parametrize("damage", ["edited", "missing"])
+def test_dataset_with_altered_or_missing_merges_is_refused_naming_the_command(tmp_path, damage):
+    input_path = tmp_path / "my.txt"
+    input_path.write_text(SHAKESPEARE_TEXT[:5000], encoding="utf-8")
+    dataset_dir = prepare.prepare_text_file(input_path, "bpe", data_dir=tmp_path, vocab_size=300)
+    meta = json.loads((dataset_dir / "meta.json").read_text(encoding="utf-8"))
+    if damage == "edited":  # a plausible hand edit: two merges swapped, every line still valid
+        meta["merges"][3], meta["merges"][4] = meta["merges"][4], meta["merges"][3]
+    else:
+        del meta["merges"]
+    data.write_meta(dataset_dir, meta)
+    command = f"python prepare.py text --input={input_path} --tokenizer=bpe --vocab_size=300 --name=my"
+    with pytest.raises(DataError, match="Recreate the dataset with: " + command.replace(".", r"\.")):
+        data.load_meta(dataset_dir)
+    with pytest.raises(DataError, match="merges"):
+        data.BatchLoader(dataset_dir, batch_size=2, block_size=8)  # what train.py opens
+
+
+# ----------------------------------------------------------------------------
+# data.py: bits per byte
+
+
+def test_bits_per_byte_leaves_padding_and_special_tokens_out_of_both_sums():
+    import math
+    import torch
+    from torch.nn import functional as F
+    token_bytes = torch.tensor([1, 2, 0, 3])  # id 2 is special: no text
+    logits = torch.randn(2, 5, 4, generator=torch.Generator().manual_seed(0))
+    targets = torch.tensor([[0, 1, 2, 3, -1], [3, 3, 2, 0, 1]])
+    nats, num_bytes = 0.0, 0
+    for b in range(2):
+        for t in range(5):
+            target = int(targets[b, t])
+            if target in (-1, 2):
+                continue
+            nats += F.cross_entropy(logits[b, t], torch.tensor(target)).item()
+            num_bytes += int(token_bytes[target])
+    bits_per_byte = data.BitsPerByte(token_bytes)
+    bits_per_byte.add(logits[:1], targets[:1])  # two batches add up to the one of both
+    bits_per_byte.add(logits[1:], targets[1:])
+    assert bits_per_byte.num_bytes == num_bytes == 1 + 2 + 3 + 3 + 3 + 1 + 2
+    assert bits_per_byte.value() == pytest.approx(nats / (math.log(2) * num_bytes), rel=1e-6)
+    assert math.isnan(data.BitsPerByte(token_bytes).value())  # nothing scored yet
 
 
 # ----------------------------------------------------------------------------

@@ -134,7 +134,7 @@ def test_sample_py_reads_an_fsdp_run_directly(runs):
 
 SHARD_COUNT = r"""
 import json, sys, torch
-import train
+import optim, train
 from distributed import setup_distributed, teardown_distributed, wrap_model
 from model import GPT, GPTConfig
 

@@ -205,6 +205,26 @@ def test_the_numbers_in_the_pdf_come_from_the_run(built):
     assert all(r["same_tokens"] for r in data["kv_cache"])
 
 
+def test_the_memory_figures_are_bench_pys_arithmetic_and_measurements(built):
+    import bench
+    from model import GPTConfig
+
+    _, build_dir, pdf, data = built
+    memory = data["memory"]
+    assert list(memory["models"]) == list(bench.GPT2_SIZES)  # all four in the state figure
+    for name, row in memory["models"].items():
+        shapes = bench.parameter_shapes(GPTConfig(**bench.PRESETS[name]))
+        assert row["ddp_bytes"] == bench.state_bytes_per_rank(shapes, 1, sharded=False)
+        assert row["fsdp_bytes"] == [bench.state_bytes_per_rank(shapes, n, sharded=True) for n in bench.WORLD_SIZES]
+    small = memory["models"]["gpt2"]
+    assert small["activation_bytes"]["checkpointed"] < small["activation_bytes"]["plain"]
+    assert (build_dir / "figures" / "memory.svg").is_file()
+    text = " ".join(pdf_text(pdf).split())  # one space wherever a line broke or was justified
+    assert "Sharded data parallel: FSDP" in text
+    assert f"needs {memory['models']['gpt2-xl']['ddp_bytes'] / 1e9:.1f} GB" in text
+    assert f"keeps {small['activation_bytes']['plain'] / 1e9:.2f} GB without checkpointing" in text
+
+
 def test_a_given_checkpoint_is_used_instead_of_training(built, tmp_path):
     _, build_dir, _, _ = built
     summary = guide.main(["--fast=True", f"--ckpt_dir={build_dir / 'run'}", f"--build_dir={tmp_path / 'build'}",

@@ -1,8 +1,9 @@
 """
 Tests for model.py. Most compare two things that must agree: the hand-written attention and the
-fused kernel, the KV cache and the full forward, generation with and without the cache. They
-need only torch (and safetensors, for checkpoints): the comparisons with Hugging Face's GPT-2,
-which need `transformers`, are in test_hf.py.
+fused kernel, the KV cache and the full forward, generation with and without the cache, a
+training step with and without activation checkpointing. They need only requirements.txt (torch,
+safetensors for checkpoints; one test borrows bench.py's activation meter): the comparisons with
+Hugging Face's GPT-2, which need `transformers`, are in test_hf.py.
 """
 
 import math
@@ -154,6 +155,92 @@ def test_flops_per_token_counts_six_per_weight_plus_attention():
     cfg = model.config
     weights = sum(p.numel() for n, p in model.named_parameters() if n != "transformer.wpe.weight")
     assert model.flops_per_token() == 6 * weights + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size
+
+
+# ---------------------------------------------------------------------------- activation checkpointing
+
+@pytest.fixture
+def checkpoint_calls(monkeypatch):
+    """Counts the blocks GPT.forward hands to torch.utils.checkpoint.checkpoint (one list entry
+    each); without it, a model that ignored activation_checkpointing would pass every test
+    below that compares it with itself."""
+    calls = []
+    checkpoint = torch.utils.checkpoint.checkpoint
+
+    def counting_checkpoint(*args, **kwargs):
+        calls.append(1)
+        return checkpoint(*args, **kwargs)
+
+    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", counting_checkpoint)
+    return calls
+
+
+def test_activation_checkpointing_gives_the_same_loss_and_gradients(checkpoint_calls):
+    # Backward recomputes each block's forward; the gradients are only right if the recomputed
+    # forward is the very one that produced the loss, dropout masks included (non-reentrant
+    # checkpointing saves the random state before the block and replays it).
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**{**TINY, "dropout": 0.2})).train()
+    idx, targets = torch.randint(0, 65, (2, 3, 32))
+    losses, grads = [], []
+    for checkpointing in (False, True):
+        model.activation_checkpointing = checkpointing
+        model.zero_grad()
+        torch.manual_seed(1)  # the same dropout masks for both
+        _, loss = model(idx, targets)
+        loss.backward()
+        losses.append(loss.item())
+        grads.append({name: p.grad.clone() for name, p in model.named_parameters()})
+    assert len(checkpoint_calls) == TINY["n_layer"]  # the second pass checkpointed every block
+    assert abs(losses[0] - losses[1]) <= 1e-6
+    for name, grad in grads[0].items():
+        assert (grad - grads[1][name]).abs().max() <= 1e-6, name
+    # Dropout was really on, so the masks had to be replayed: another seed gives another loss.
+    torch.manual_seed(2)
+    assert model(idx, targets)[1].item() != losses[0]
+
+
+def test_activation_checkpointing_keeps_far_fewer_activations(checkpoint_calls, monkeypatch):
+    from bench import saved_activation_bytes  # the meter behind bench.py's memory figures
+
+    n_layer, (B, T, C) = 4, (2, 32, TINY["n_embd"])
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**{**TINY, "n_layer": n_layer})).train()
+    idx, targets = torch.randint(0, 65, (2, B, T))
+    plain = saved_activation_bytes(model, idx, targets)
+    model.activation_checkpointing = True
+    checkpointed = saved_activation_bytes(model, idx, targets)
+    assert len(checkpoint_calls) == n_layer
+    # The meter sees inside the blocks: without checkpointing, each one keeps at least its MLP's
+    # 4C-wide hidden layer (float32); with it, each keeps its input (B, T, C) and no more.
+    assert plain >= n_layer * B * T * 4 * C * 4
+    assert checkpointed >= n_layer * B * T * C * 4
+    assert checkpointed < plain / 2
+    # A model that ignored the flag (here: checkpoint() just runs the block) keeps as much as
+    # the plain one, and the meter says so.
+    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", lambda block, x, **kwargs: block(x))
+    assert saved_activation_bytes(model, idx, targets) == plain
+
+
+def test_activation_checkpointing_changes_nothing_in_eval_or_without_grad(checkpoint_calls):
+    # There is no backward to save memory for in evaluation or generation; and checkpoint()
+    # does not pass the KV cache on, so generation must never take that path.
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**{**TINY, "dropout": 0.2}))
+    idx = torch.randint(0, 65, (2, 32))
+    outputs = {}
+    for checkpointing in (False, True):
+        model.activation_checkpointing = checkpointing
+        model.eval()
+        outputs["eval", checkpointing] = model(idx)[0]  # grad enabled, but not training
+        model.train()
+        with torch.no_grad():
+            torch.manual_seed(3)
+            outputs["no_grad", checkpointing] = model(idx)[0]  # training, dropout on, no grad
+        outputs["generate", checkpointing] = model.generate(idx[:, :5], 40, temperature=0)
+    assert checkpoint_calls == []
+    for kind in ("eval", "no_grad", "generate"):
+        assert torch.equal(outputs[kind, False], outputs[kind, True]), kind
 
 
 # ---------------------------------------------------------------------------- generation

@@ -216,6 +216,46 @@ def test_perplexity_refuses_a_dataset_with_another_vocabulary(tmp_path, monkeypa
         evaluation.main(["perplexity", "--dataset=other"] + args)
 
 
+@pytest.mark.parametrize("kind", ["char", "bpe"])
+def test_perplexity_reports_bits_per_byte_over_the_bytes_of_the_val_text(tmp_path, monkeypatch, capsys, kind):
+    import prepare
+    data_dir = tmp_path / "data"
+    monkeypatch.setattr(data, "DATA_DIR", data_dir)
+    # Non-ASCII text: "é" is one character but two bytes, so even for characters bpb < loss / ln 2.
+    text = prepare.read_text_file(prepare.SHAKESPEARE_PATH)[:12_000].replace("the", "thé")
+    prepare.prepare_text(text, "verse", kind, data_dir, vocab_size=300 if kind == "bpe" else None)
+    meta = data.load_meta(data_dir / "verse")
+    write_checkpoint(tmp_path, char_model(vocab_size=meta["vocab_size"], block_size=32), {**meta, "name": "verse"})
+    evaluation.main(["perplexity", "--dataset=verse", f"--out_dir={tmp_path}", "--device=cpu", "--json=True"])
+    text_line, json_line = capsys.readouterr().out.splitlines()[-2:]
+    result = json.loads(json_line)
+    # Every val token but the first is a target, so the bytes scored are the val text's bytes
+    # less the first token's.
+    _, val_text = prepare.split_text(text)
+    first = int(data.load_split(data_dir / "verse", "val")[0][0])
+    tok = load_model("resume", tmp_path, "cpu")[1]
+    first_bytes = tok.chars[first].encode("utf-8") if kind == "char" else tok.encoding.decode_bytes([first])
+    assert result["bytes"] == len(val_text.encode("utf-8")) - len(first_bytes)
+    assert result["bpb"] == pytest.approx(result["loss"] * result["tokens"] / (math.log(2) * result["bytes"]), rel=1e-6)
+    assert result["bpb"] < result["loss"] / math.log(2)
+    assert f"{result['bpb']:.4f} bits per byte" in text_line
+
+
+def test_perplexity_refuses_a_bpe_dataset_with_other_merges(tmp_path, monkeypatch):
+    import prepare
+    data_dir = tmp_path / "data"
+    monkeypatch.setattr(data, "DATA_DIR", data_dir)
+    shakespeare = prepare.read_text_file(prepare.SHAKESPEARE_PATH)
+    prepare.prepare_text(shakespeare[:5000], "first", "bpe", data_dir, vocab_size=300)
+    prepare.prepare_text(shakespeare[5000:10000], "second", "bpe", data_dir, vocab_size=300)  # same size
+    meta = data.load_meta(data_dir / "first")
+    write_checkpoint(tmp_path, char_model(vocab_size=300), {**meta, "name": "first"})
+    args = [f"--out_dir={tmp_path}", "--device=cpu"]
+    evaluation.main(["perplexity", "--dataset=first"] + args)
+    with pytest.raises(DataError, match=r"vocabulary of 300 tokens, not the model's \(bpe, 300"):
+        evaluation.main(["perplexity", "--dataset=second"] + args)
+
+
 # ---------------------------------------------------------------------------- HellaSwag
 
 ITEMS = [
@@ -311,7 +351,7 @@ def test_acc_uses_total_loss_and_acc_norm_loss_per_token(monkeypatch):
     (["train.py", "--device=tpu"], "not a device this code runs on"),
     (["train.py", "--parallel=fsdp"], "parallel=fsdp shards the model over the processes torchrun starts"),
     (["eval.py", "perplexity", "--out_dir={missing}"], "no checkpoint at"),
-    (["bench.py", "--mode=sample"], "mode expects one of 'train', 'generate', got 'sample'"),
+    (["bench.py", "--mode=sample"], "mode expects one of 'train', 'generate'"),
 ])
 def test_scripts_report_user_errors_in_one_line(tmp_path, argv, message):
     argv = [a.format(missing=tmp_path / "no-such-run") for a in argv]

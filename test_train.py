@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -28,6 +29,7 @@ import torch
 import checkpoint as ckpt_io
 import data
 import optim
+import prepare
 import train
 from checkpoint import CheckpointError
 from common import ConfigError
@@ -35,6 +37,7 @@ from configurator import options_table, parse_config
 from data import BatchLoader, DataError
 from distributed import Distributed, unwrap_model
 from model import GPT, GPTConfig
+from tokenizer import GPT2_EOT, tokenizer_from_meta
 from train import TrainingError
 
 REPO = Path(__file__).resolve().parent
@@ -212,9 +215,10 @@ def write_bin_dataset(directory, train_tokens, val_tokens, vocab_size=65, tokeni
     directory.mkdir(parents=True)
     np.asarray(train_tokens, dtype="<u2").tofile(directory / "train.bin")
     np.asarray(val_tokens, dtype="<u2").tofile(directory / "val.bin")
+    chars = [chr(32 + i) for i in range(vocab_size)] if tokenizer == "char" else None  # any distinct characters
     data.write_meta(directory, {"tokenizer": tokenizer, "vocab_size": vocab_size, "dtype": "uint16",
                                    "format": "bin", "train_tokens": len(train_tokens),
-                                   "val_tokens": len(val_tokens), "chars": []})
+                                   "val_tokens": len(val_tokens), "chars": chars})
     return directory
 
 
@@ -371,19 +375,70 @@ def test_checkpoint_contents_and_metrics(straight_run):
     evals = [r for r in records if r["event"] == "eval"]
     assert [r["iter"] for r in evals] == [0, 4, 8, 12]
     for r in evals:
-        assert {"train_loss", "val_loss", "val_ppl"} <= r.keys()
+        assert {"train_loss", "val_loss", "val_ppl", "train_bpb", "val_bpb"} <= r.keys()
         assert r["val_ppl"] == pytest.approx(np.exp(r["val_loss"]))
+        # ASCII characters are one byte each: bits per byte is the loss in bits.
+        assert r["val_bpb"] == pytest.approx(r["val_loss"] / math.log(2), rel=1e-6)
+        assert r["train_bpb"] == pytest.approx(r["train_loss"] / math.log(2), rel=1e-6)
     assert [r["iter"] for r in records if r["event"] == "train"] == list(range(12))
     for r in read_metrics(straight_dir, drop_timing=False):
         if r["event"] == "train":  # tokens/s counts every micro-batch: 2 x 4 x 16 tokens a step
             assert r["tokens_per_sec"] * r["ms_per_iter"] / 1000 == pytest.approx(2 * 4 * 16)
     assert evals[-1]["val_loss"] < evals[0]["val_loss"]  # it learned something
     assert checkpoint["best_val_loss"] == min(r["val_loss"] for r in evals) == summary["best_val_loss"]
+    assert summary["val_bpb"] == evals[-1]["val_bpb"]
 
     # sample.py and eval.py load it through checkpoint.load_model, tokenizer included.
     model, tokenizer, _ = ckpt_io.load_model("resume", straight_dir, "cpu")
     assert checkpoint["meta"]["name"] == "tiny" and tokenizer.vocab_size == model.config.vocab_size
     assert_same_weights(model.state_dict(), checkpoint["model"])
+
+
+@pytest.fixture(scope="module")
+def bpe_data_dir(tmp_path_factory):
+    """'speeches': 30,000 characters of Shakespeare, each speech a document (<|endoftext|> between
+    them), with BPE of 400 tokens learned from it."""
+    directory = tmp_path_factory.mktemp("bpe_data")
+    speeches = prepare.read_text_file(prepare.SHAKESPEARE_PATH)[:30_000].split("\n\n")
+    prepare.prepare_text(GPT2_EOT.join(speeches), "speeches", "bpe", directory, vocab_size=400, eot=True)
+    return directory
+
+
+def test_bits_per_byte_of_a_bpe_dataset_is_its_token_losses_over_their_bytes(bpe_data_dir):
+    loader = BatchLoader(bpe_data_dir / "speeches", batch_size=4, block_size=32)
+    tok = tokenizer_from_meta(loader.meta)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=32, vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=16))
+    losses = train.estimate_loss(model, loader, eval_iters=3)
+    # Directly: the loss of every target but <|endoftext|>, over the bytes each target decodes to.
+    nats, num_bytes, eot_targets = 0.0, 0, 0
+    for x, y in loader.eval_batches("val", 3):
+        with torch.no_grad():
+            logits, _ = model(x)
+        token_losses = torch.nn.functional.cross_entropy(logits.reshape(-1, tok.vocab_size), y.reshape(-1),
+                                                         reduction="none")
+        for target, loss in zip(y.reshape(-1).tolist(), token_losses.tolist()):
+            if target == tok.eot_token:
+                eot_targets += 1
+                continue
+            nats += loss
+            num_bytes += len(tok.encoding.decode_bytes([target]))
+    assert eot_targets > 0  # the windows do hold document boundaries, left out of both sums
+    assert num_bytes > 3 * 4 * 32  # each token is more than a byte: BPE, not characters
+    assert losses["val_bpb"] == pytest.approx(nats / (math.log(2) * num_bytes), rel=1e-5)
+
+
+def test_a_bpe_run_carries_its_tokenizer_in_the_checkpoint(tmp_path, bpe_data_dir):
+    # sample.py and eval.py rebuild the tokenizer from the checkpoint alone: a copy of the
+    # dataset's meta.json, merges included, checked against their sha256.
+    data_dir = tmp_path / "data"
+    shutil.copytree(bpe_data_dir, data_dir)
+    train.main(tiny_args(tmp_path / "out", data_dir, dataset="speeches", max_iters=2, eval_interval=2))
+    dataset_tokenizer = tokenizer_from_meta(data.load_meta(data_dir / "speeches"))
+    shutil.rmtree(data_dir)
+    model, tok, _ = ckpt_io.load_model("resume", tmp_path / "out", "cpu")
+    assert (tok.name, tok.merges, tok.eot_token) == ("bpe", dataset_tokenizer.merges, dataset_tokenizer.eot_token)
+    assert model.config.vocab_size == tok.vocab_size == 400
 
 
 def test_eval_only_reproduces_the_logged_val_loss_and_writes_nothing(data_dir, straight_run):
@@ -392,6 +447,7 @@ def test_eval_only_reproduces_the_logged_val_loss_and_writes_nothing(data_dir, s
     result = train.main(tiny_args(straight_dir, data_dir, init_from="resume", eval_only=True))
     last_eval = [r for r in read_metrics(straight_dir) if r["event"] == "eval"][-1]
     assert result["val_loss"] == last_eval["val_loss"]  # same weights, same fixed eval batches
+    assert result["val_bpb"] == last_eval["val_bpb"]
     assert result["val_ppl"] == pytest.approx(math.exp(result["val_loss"]))
     assert {p.name: file_digest(p) for p in straight_dir.iterdir()} == digests
 
@@ -422,7 +478,8 @@ def test_scratch_into_an_existing_checkpoint_refuses_unless_overwrite(tmp_path, 
 def test_always_save_checkpoint_false_saves_only_improvements(tmp_path, data_dir, monkeypatch,
                                                                always_save, saved_at):
     val_losses = iter([3.0, 2.0, 2.5, 1.0])  # the evals at iterations 0, 4, 8 and 12
-    monkeypatch.setattr(train, "estimate_loss", lambda *a, **k: {"train": 1.0, "val": next(val_losses)})
+    monkeypatch.setattr(train, "estimate_loss", lambda *a, **k: {"train": 1.0, "val": next(val_losses),
+                                                                "train_bpb": 1.0, "val_bpb": 1.0})
     saved, save = [], train.save_training_checkpoint
     monkeypatch.setattr(train, "save_training_checkpoint",
                         lambda out_dir, state, dist: saved.append(state["iter_num"]) or save(out_dir, state, dist))

@@ -55,7 +55,7 @@ from checkpoint import (delete_checkpoints, find_checkpoint, load_training_check
                         restore_rng, restore_training_state, save_training_checkpoint, training_state)
 from common import ConfigError, UserError
 from configurator import config_to_dict, parse_config, print_config
-from data import BatchLoader, DataError, dataset_path
+from data import BatchLoader, BitsPerByte, DataError, dataset_path
 from distributed import (Distributed, gradient_sync, is_sharded, setup_distributed,
                          teardown_distributed, unwrap_model, wrap_model)
 from metrics import METRICS_NAME, RunLog, format_duration
@@ -216,18 +216,22 @@ def train_step(model, optimizer, get_batch, grad_accum_steps, scaler=None, grad_
 
 @torch.no_grad()
 def estimate_loss(model, loader, eval_iters, ctx=None):
-    """Mean loss over eval_iters fixed batches of each split, model in eval mode (no dropout)."""
+    """Mean loss over eval_iters fixed batches of each split, model in eval mode (no dropout), and
+    bits per byte ("train_bpb", "val_bpb"): the same loss per byte of text, which compares models
+    with different tokenizers (data.BitsPerByte)."""
     ctx = contextlib.nullcontext() if ctx is None else ctx
     was_training = model.training
     model.eval()
     losses = {}
     for split in ("train", "val"):
-        total = 0.0
+        total, bits_per_byte = 0.0, BitsPerByte(loader.token_bytes)
         for x, y in loader.eval_batches(split, eval_iters):
             with ctx:
-                _, loss = model(x, y)
+                logits, loss = model(x, y)
             total += loss.item()
+            bits_per_byte.add(logits, y)
         losses[split] = total / eval_iters
+        losses[f"{split}_bpb"] = bits_per_byte.value()
     model.train(was_training)
     return losses
 
@@ -358,10 +362,11 @@ def evaluate_once(run):
     """eval_only: the loss of the resumed checkpoint or of GPT-2's weights, then exit."""
     cfg = run.cfg
     losses = estimate_loss(unwrap_model(run.model), run.loader, cfg.eval_iters, run.ctx)
-    result = {"train_loss": losses["train"], "val_loss": losses["val"], "val_ppl": math.exp(losses["val"])}
-    run.log.say(f"eval ({cfg.init_from} on {cfg.dataset}, {cfg.eval_iters} batches of "
-                f"{cfg.batch_size}x{cfg.block_size}): train loss {losses['train']:.4f}, "
-                f"val loss {losses['val']:.4f}, val perplexity {result['val_ppl']:.2f}")
+    result = {"train_loss": losses["train"], "val_loss": losses["val"], "val_bpb": losses["val_bpb"],
+              "val_ppl": math.exp(losses["val"])}
+    run.log.say(f"eval ({cfg.init_from} on {cfg.dataset}, {cfg.eval_iters} batches of {cfg.batch_size}x"
+                f"{cfg.block_size}): train loss {losses['train']:.4f}, val loss {losses['val']:.4f} "
+                f"({result['val_bpb']:.4f} bits/byte), val perplexity {result['val_ppl']:.2f}")
     return result
 
 
@@ -394,12 +399,12 @@ def training_loop(run):
                                     f"diverged; the checkpoints in {cfg.out_dir} were left as they were")
             improved = losses["val"] < run.best_val_loss
             run.best_val_loss = min(run.best_val_loss, losses["val"])
-            last_eval = {"event": "eval", "iter": iter_num, "train_loss": losses["train"],
-                         "val_loss": losses["val"], "val_ppl": math.exp(losses["val"]),
-                         "best_val_loss": run.best_val_loss, "lr": lr}
+            last_eval = {"event": "eval", "iter": iter_num, "train_loss": losses["train"], "val_loss": losses["val"],
+                         "train_bpb": losses["train_bpb"], "val_bpb": losses["val_bpb"],
+                         "val_ppl": math.exp(losses["val"]), "best_val_loss": run.best_val_loss, "lr": lr}
             log.log(last_eval, f"eval iter {iter_num}: train loss {losses['train']:.4f}, val loss "
-                               f"{losses['val']:.4f}, val perplexity {last_eval['val_ppl']:.2f}"
-                               + (" (best so far)" if improved else ""))
+                               f"{losses['val']:.4f} ({losses['val_bpb']:.4f} bits/byte), val perplexity "
+                               f"{last_eval['val_ppl']:.2f}" + (" (best so far)" if improved else ""))
             if iter_num > start_iter and (improved or cfg.always_save_checkpoint):
                 save_training_checkpoint(cfg.out_dir, training_state(
                     model, run.optimizer, run.scaler, run.loader, cfg, iter_num, run.best_val_loss), dist)
@@ -438,7 +443,7 @@ def training_loop(run):
 
     log.close()
     summary = {"iter_num": run.iter_num, "best_val_loss": run.best_val_loss}
-    summary.update({k: last_eval[k] for k in ("train_loss", "val_loss", "val_ppl") if k in last_eval})
+    summary.update({k: last_eval[k] for k in ("train_loss", "val_loss", "val_bpb", "val_ppl") if k in last_eval})
     return summary
 
 
