@@ -104,8 +104,7 @@ class TrainConfig:
     beta1: float = 0.9  # AdamW momentum
     beta2: float = 0.95  # AdamW second-moment decay, as for GPT-2; small-batch recipes often use 0.99
     muon_lr_ratio: float = 1.0  # Muon's learning rate = learning_rate x this
-    # how Muon scales its rate per matrix: 'match_rms_adamw' = updates the size of AdamW's (Moonshot);
-    # 'original' = Keller Jordan's sqrt(max(1, rows/cols)), for recipes from the NanoGPT speedrun
+    # Muon's per-matrix scaling: AdamW-sized updates (Moonshot), or 'original' (Keller Jordan's)
     muon_lr_scaling: Literal["match_rms_adamw", "original"] = "match_rms_adamw"
     grad_clip: float = 1.0  # clip the global gradient norm to this; 0 = no clipping
     decay_lr: bool = True  # False: constant learning_rate
@@ -117,8 +116,7 @@ class TrainConfig:
     # 'auto' = bfloat16 on recent GPUs, float16 on older ones, float32 on CPU
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     compile: bool = False  # torch.compile the model: faster steps on GPU after a minute of compiling
-    # under torchrun: 'ddp' = a full copy of the model per process; 'fsdp' = weights, gradients and
-    # optimizer state sharded across the processes (for models too big for one GPU)
+    # under torchrun, 'ddp': every process holds the whole model; 'fsdp': weights, gradients, optimizer state split 1/N
     parallel: Literal["ddp", "fsdp"] = "ddp"
     activation_checkpointing: bool = False  # recompute each block in backward: far less memory, ~1.3x the time
     seed: int = 1337  # model init, dropout and the data order all follow from it
