@@ -50,6 +50,7 @@ import common
 from common import ConfigError
 from configurator import parse_config
 from data import BatchLoader, dataset_path
+from distributed import setup_distributed, teardown_distributed, wrap_model
 from model import GPT, GPTConfig
 from optim import configure_optimizer
 from train import TrainConfig, train_step
@@ -84,6 +85,8 @@ class BenchConfig:
     batch_size: Optional[int] = None  # None = the recipe's (baby on CPU: 4); gpt2: 16 on a GPU, 4 on CPU; memory mode: 1
     gradient_accumulation_steps: int = 1  # micro-steps per timed optimizer step
     dataset: Optional[str] = None  # None = random tokens; else a prepared dataset (train.py's loader)
+    # under torchrun, how the model is spread: as train.py's parallel option (fsdp works on 1 GPU too)
+    parallel: Literal["ddp", "fsdp"] = "ddp"
     # recompute each block in backward instead of keeping its activations (train.py's option)
     activation_checkpointing: bool = False
     warmup_iters: int = 5  # untimed steps first (compilation, memory allocation, cuDNN autotuning)
@@ -134,11 +137,17 @@ def default_batch_size(cfg, device):
 
 
 def bench_train(cfg, device, dtype):
+    # Under torchrun the model is wrapped as train.py wraps it: DDP, or FSDP's shards (on one GPU
+    # too: `torchrun --nproc_per_node=1 bench.py --parallel=fsdp` shows what sharding costs).
+    dist, device = setup_distributed(device, cfg.parallel)
     torch.manual_seed(cfg.seed)
     config = model_config(cfg)
     batch_size = default_batch_size(cfg, device)
     model = GPT(config).to(device)
     model.activation_checkpointing = cfg.activation_checkpointing  # as train.py sets it
+    params = model.get_num_params(non_embedding=False)
+    flops_per_token = model.flops_per_token()
+    model = wrap_model(model, dist, device, cfg.parallel, dtype)
     optimizer = configure_optimizer(model, "adamw", 6e-4, 0.1, (0.9, 0.95), device)
     scaler = torch.amp.GradScaler(device.split(":")[0], enabled=dtype == "float16")
     ctx = common.autocast(device, dtype)
@@ -180,14 +189,15 @@ def bench_train(cfg, device, dtype):
     tokens_per_step = batch_size * T * cfg.gradient_accumulation_steps
     seconds = statistics.median(times)
     result = dict(mode="train", device=device_name(device), dtype=dtype, compile=use_compile,
-                  params=model.get_num_params(non_embedding=False), batch_size=batch_size,
+                  parallel=cfg.parallel if dist.enabled else None, processes=dist.world_size,
+                  params=params, batch_size=batch_size,
                   block_size=T, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
                   activation_checkpointing=cfg.activation_checkpointing,
                   ms_per_step=seconds * 1000, tokens_per_sec=tokens_per_step / seconds,
                   warmup_seconds=warmup_seconds)
     peak = common.peak_flops(device)
     if peak:
-        result["mfu"] = model.flops_per_token() * result["tokens_per_sec"] / peak
+        result["mfu"] = flops_per_token * result["tokens_per_sec"] / peak
         result["peak_flops"] = peak
     if device.startswith("cuda"):
         result["max_memory_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
@@ -197,6 +207,7 @@ def bench_train(cfg, device, dtype):
           f"{result['ms_per_step']:.1f} ms/step, "
           f"{result['tokens_per_sec']:,.0f} tokens/s"
           + (f", MFU {result['mfu']:.1%}" if "mfu" in result else "") + f" on {result['device']}")
+    teardown_distributed(dist)
     return result
 
 

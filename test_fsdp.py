@@ -232,3 +232,12 @@ def test_activation_checkpointing_in_one_process_gives_the_same_run(runs, tmp_pa
     train.main(tiny_args(tmp_path, data_dir, activation_checkpointing=True, **ACCUM))
     assert_close_weights(weights(tmp_path), weights(runs["single"]), exact=True)
     assert math.isfinite(read_metrics(tmp_path)[-1]["val_loss"])
+
+
+def test_bench_times_the_sharded_step_under_torchrun(tmp_path):
+    # What .ci/gpu measures on a GPU (gpt2-medium, FSDP against DDP), in small, on the CPU.
+    result = torchrun(["--preset=quickstart", "--batch_size=2", "--warmup_iters=1", "--iters=2",
+                       "--parallel=fsdp", "--json"], tmp_path, script=REPO / "bench.py")
+    reports = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert reports and all(r["parallel"] == "fsdp" and r["processes"] == 2 for r in reports)
+    assert all(r["ms_per_step"] > 0 for r in reports)
