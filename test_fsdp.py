@@ -169,7 +169,7 @@ def test_each_rank_holds_its_share_of_parameters_and_optimizer_state(tmp_path):
 
 
 KILLED_DURING_SAVE = r"""
-import sys, time, torch
+import os, sys, time, torch
 import checkpoint, train
 marker, argv = sys.argv[1], sys.argv[2:]
 real_save, saves = checkpoint.dcp.save, []
@@ -179,7 +179,8 @@ def save_then_hang(state, checkpoint_id):
     if len(saves) == 2:  # the second checkpoint (iteration 8): half its shards, then hang
         checkpoint_id.mkdir(parents=True, exist_ok=True)
         (checkpoint_id / "__0_0.distcp").write_bytes(b"half a shard")
-        open(marker + str(torch.distributed.get_rank()), "w").close()
+        with open(marker + str(torch.distributed.get_rank()), "w") as f:
+            f.write(str(os.getpid()))  # torchrun starts workers in sessions of their own
         time.sleep(600)
     return real_save(state, checkpoint_id=checkpoint_id)
 
@@ -198,12 +199,18 @@ def test_sigkill_during_a_sharded_save_leaves_the_previous_checkpoint_loadable(t
                              stderr=subprocess.PIPE, start_new_session=True)
     try:
         deadline = time.monotonic() + 180
-        while not all(Path(f"{marker}{rank}").exists() for rank in (0, 1)):
+        while not all(Path(f"{marker}{rank}").is_file() and Path(f"{marker}{rank}").read_text() for rank in (0, 1)):
             assert child.poll() is None, f"the run ended early: {child.stderr.read().decode()[-3000:]}"
             assert time.monotonic() < deadline, "the run never reached the point to kill it at"
             time.sleep(0.05)
-        os.killpg(child.pid, signal.SIGKILL)  # torchrun and both workers, at once
+        # The workers first (their pids are in the markers), at once, then torchrun itself.
+        for rank in (0, 1):
+            os.kill(int(Path(f"{marker}{rank}").read_text()), signal.SIGKILL)
+        os.killpg(child.pid, signal.SIGKILL)
     finally:
+        for rank in (0, 1):  # never leave a hanging worker behind, whatever failed
+            with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
+                os.kill(int(Path(f"{marker}{rank}").read_text()), signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(child.pid, signal.SIGKILL)
         child.wait()
