@@ -118,7 +118,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model: faster steps on GPU after a minute of compiling
     # under torchrun, 'ddp': every process holds the whole model; 'fsdp': weights, gradients, optimizer state split 1/N
     parallel: Literal["ddp", "fsdp"] = "ddp"
-    activation_checkpointing: bool = False  # recompute each block in backward: far less memory, ~1.3x the time
+    activation_checkpointing: bool = False  # recompute each block in backward: far less memory, ~1.25-1.6x the time
     seed: int = 1337  # model init, dropout and the data order all follow from it
 
 
