@@ -295,7 +295,8 @@ def test_shakespeare_bpe_datasets_are_named_by_their_vocabulary_size(tmp_path):
     assert prepare.main(["shakespeare", "--tokenizer=bpe", "--vocab_size=258", f"--data_dir={tmp_path}"]) == 0
     meta = data.load_meta(tmp_path / "shakespeare_bpe258")
     assert (meta["tokenizer"], meta["vocab_size"], meta["merges"]) == ("bpe", 258, ["Ġ t", "h e"])
-    assert data.prepare_command("shakespeare_bpe258") == "python prepare.py shakespeare --tokenizer=bpe --vocab_size=258"
+    assert data.prepare_command("shakespeare_bpe258") == \
+        "python prepare.py shakespeare --tokenizer=bpe --vocab_size=258"
     assert prepare.ensure_dataset("shakespeare_bpe257", tmp_path) == tmp_path / "shakespeare_bpe257"
     assert data.load_meta(tmp_path / "shakespeare_bpe257")["merges"] == ["Ġ t"]
 

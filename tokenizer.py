@@ -341,7 +341,8 @@ def _from_stand_ins(text: str) -> bytes:
     try:
         return bytes(byte_of[ch] for ch in text)
     except KeyError as e:
-        raise TokenizerError(f"{text!r} holds {e.args[0]!r}, which stands for no byte: the merges are damaged") from None
+        raise TokenizerError(f"{text!r} holds {e.args[0]!r}, which stands for no byte: "
+                             "the merges are damaged") from None
 
 
 def merges_to_lines(merges) -> list[str]:
