@@ -44,6 +44,8 @@ from tokenizer import GPT2Tokenizer, tokenizer_from_meta
 CHECKPOINT_NAME = "ckpt.pt"  # what train.py writes in out_dir, and sample.py and eval.py read
 SHARDED_POINTER = "ckpt.json"  # an FSDP run's out_dir: names the newest complete ckpt-<iter>/ folder
 SHARDED_EXTRA = "state.pt"  # in that folder, beside the shards: everything but the tensors
+# What to do when a run to resume has no checkpoint (train.py's advice; sample.py has its own).
+RESUME_ADVICE = "train a model first (which writes it), check out_dir, or start fresh with --init_from=scratch"
 
 
 class CheckpointError(UserError):
@@ -122,9 +124,7 @@ def delete_checkpoints(out_dir):
     _remove_sharded(Path(out_dir), keep=None)
 
 
-def load_checkpoint(path, map_location="cpu",
-                    if_missing="train a model first (which writes it), check out_dir, "
-                               "or start fresh with --init_from=scratch"):
+def load_checkpoint(path, map_location="cpu", if_missing=RESUME_ADVICE):
     """Load a checkpoint saved by save_checkpoint; raise CheckpointError if it cannot be used.
 
     weights_only=True means torch refuses anything but tensors, numbers, strings and
@@ -266,15 +266,16 @@ def find_checkpoint(out_dir):
     return max(found)[1] if found else None  # both exist only if a kill interrupted the clean-up
 
 
-def load_training_checkpoint(out_dir, if_missing=None):
-    """What training_state() saved, from either kind of checkpoint. A sharded one gives
-    everything but the tensors, plus "sharded": its folder, for restore_weights() to read."""
+def load_training_checkpoint(out_dir, if_missing=RESUME_ADVICE):
+    """What training_state() saved, from either kind of checkpoint, plus "path": where it was read
+    from. A sharded one gives everything but the tensors, plus "sharded": its folder, for
+    restore_weights() to read."""
     path = find_checkpoint(out_dir)
     if path is None:
-        return load_checkpoint(Path(out_dir) / CHECKPOINT_NAME, **({"if_missing": if_missing} if if_missing else {}))
+        return load_checkpoint(Path(out_dir) / CHECKPOINT_NAME, if_missing=if_missing)  # raises, naming the fix
     if path.name == CHECKPOINT_NAME:
-        return load_checkpoint(path)
-    return {**load_checkpoint(path / SHARDED_EXTRA), "sharded": str(path)}
+        return {**load_checkpoint(path), "path": str(path)}
+    return {**load_checkpoint(path / SHARDED_EXTRA), "sharded": str(path), "path": str(path)}
 
 
 def restore_weights(checkpoint, model, optimizer=None):
@@ -364,7 +365,7 @@ def load_model(init_from, out_dir, device):
         checkpoint = load_training_checkpoint(
             out_dir, if_missing="train one first (`python train.py` writes out/ckpt.pt), point "
                                 "--out_dir at a training run, or use --init_from=gpt2 for OpenAI's weights")
-        path = checkpoint.get("sharded", os.path.join(out_dir, CHECKPOINT_NAME))
+        path = checkpoint["path"]
         model = model_from_checkpoint(checkpoint)
         if "meta" not in checkpoint:
             raise CheckpointError(f"{path} does not say which tokenizer it was trained with "

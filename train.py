@@ -339,7 +339,7 @@ def setup(cfg, dist):
     run = Run(cfg, dist, loader, model, optimizer, scaler, common.autocast(device, cfg.dtype), log)
     if checkpoint is not None:
         run.iter_num, run.best_val_loss = restore_training_state(checkpoint, model, optimizer, scaler, loader)
-        log.say(f"resuming from {find_checkpoint(out_dir)} at iteration {run.iter_num} "
+        log.say(f"resuming from {checkpoint['path']} at iteration {run.iter_num} "
                 f"(best val loss {run.best_val_loss:.4f})")
     if cfg.eval_only:
         return run
