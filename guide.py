@@ -13,7 +13,8 @@ The guide cannot go stale, because nothing in it is copied by hand:
   - Every figure and number comes from a real run of this code: the checkpoint in --ckpt_dir,
     or out/ckpt.pt (what `python train.py` writes), or, when there is neither, a shortened
     quick-start run that the build trains itself into build_dir/run. The GPU figures in the
-    results chapter are read from the recorded runs in results/.
+    results chapter and the tokenizer experiment in chapter 1 are read from the recorded runs
+    in results/.
 
 Steps, in order (the slow ones last, so a broken listing fails in a second):
   1. collect the listings named in guide/*.typ;
@@ -28,6 +29,7 @@ the same checkpoint give the same numbers, apart from the timings.
 """
 
 import ast
+import collections
 import contextlib
 import dataclasses
 import io
@@ -46,6 +48,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import regex
 import torch
 
 import bench
@@ -59,7 +62,7 @@ import sample
 import train
 from configurator import parse_config
 from model import GPT, GPTConfig, causal_mask
-from tokenizer import CharTokenizer, GPT2Tokenizer
+from tokenizer import GPT2_PATTERN, BPETokenizer, CharTokenizer, GPT2Tokenizer, merges_to_lines, train_bpe
 
 REPO_ROOT = Path(__file__).resolve().parent
 GUIDE_DIR = REPO_ROOT / "guide"  # the Typst sources: guide.typ (the book), lib.typ, one file per chapter
@@ -83,6 +86,7 @@ class GuideConfig:
     build_iters: int = 150  # iterations of the quick-start run the build trains when there is no checkpoint
     fast: bool = False  # tests: a tiny run and small measurements; proves the guide builds, not the model
     results_dir: str = "results/h200-2026-11-27"  # the recorded GPU runs quoted in the results chapter
+    tokenizer_results_dir: str = "results/cpu-tokenizers-2026-12-03"  # chapter 1's recorded tokenizer experiment
     device: str = "cpu"  # where the build's run and measurements happen
     threads: int = 1  # CPU threads for torch; raise it for a large --ckpt_dir model
     seed: int = 1337
@@ -285,15 +289,28 @@ def show_token(text):
     return text.replace("\n", "\u21b5").replace(" ", "\u00b7") or "\u2205"
 
 
+LEARNED_VOCAB = 1024  # the learned BPE that chapter 1 trains, as `prepare.py --tokenizer=bpe --vocab_size=1024`
+
+
 def token_data():
-    """Chapter 1: the character and BPE tokenizations of tiny Shakespeare, and the files prepare.py writes."""
+    """Chapter 1: tiny Shakespeare in characters, in BPE learned here from its train split, and in
+    GPT-2's BPE; what the BPE trainer works on and how long it takes; the files prepare.py writes."""
     text = prepare.read_text_file(prepare.SHAKESPEARE_PATH)
+    train_text, val_text = prepare.split_text(text)
     dataset_dir = prepare.ensure_dataset("shakespeare_char")
     meta = prepare.load_meta(dataset_dir)
     chars, bpe = CharTokenizer(meta["chars"]), GPT2Tokenizer()
     example = text.split("\n\n")[0].split("\n")[1]  # the first speech's first line
     bpe_ids = bpe.encode(example)
     bpe_count = len(bpe.encode(text))
+
+    chunks = collections.Counter(regex.findall(GPT2_PATTERN, train_text))  # what train_bpe counts pairs in
+    start = time.perf_counter()
+    merges = train_bpe(train_text, LEARNED_VOCAB)
+    learn_seconds = time.perf_counter() - start
+    learned = BPETokenizer(merges)
+    learned_ids = learned.encode(example)
+    val_bytes = len(val_text.encode("utf-8"))
     files = {p.name: p.stat().st_size for p in sorted(dataset_dir.iterdir()) if p.is_file()}
     lines = [line for line in text.splitlines() if line.strip()]
     shown_meta = {k: v for k, v in meta.items() if k != "chars"}
@@ -306,7 +323,17 @@ def token_data():
         example_bpe_ids=bpe_ids, example_bpe_pieces=[show_token(bpe.decode([i])) for i in bpe_ids],
         files=files, meta_json=json.dumps(shown_meta, indent=2, ensure_ascii=False),
         mean_line_chars=sum(len(line) + 1 for line in lines) / len(lines),
-        val_fraction=prepare.VAL_FRACTION, dtype=meta["dtype"])
+        val_fraction=prepare.VAL_FRACTION, dtype=meta["dtype"],
+        train_chars=len(train_text), chunks=sum(chunks.values()), distinct_chunks=len(chunks),
+        learned_vocab=LEARNED_VOCAB, learned_merges=len(merges), learn_seconds=learn_seconds,
+        first_merges=merges_to_lines(merges[:12]),
+        the_merge=next(dict(number=k + 1, text=merges_to_lines([pair])[0])
+                       for k, pair in enumerate(merges) if pair[0] + pair[1] == b" the"),
+        example_learned_ids=learned_ids,
+        example_learned_pieces=[show_token(learned.decode([i])) for i in learned_ids],
+        val_bytes=val_bytes, tokens_per_byte=dict(char=len(chars.encode(val_text)) / val_bytes,
+                                                  learned=len(learned.encode(val_text)) / val_bytes,
+                                                  gpt2=len(bpe.encode(val_text)) / val_bytes))
 
 
 def prompt_text(dataset_dir, tokenizer, max_chars):
@@ -542,11 +569,13 @@ def kv_cache_data(sizes, device):
 
 
 def perplexity_data(model, dataset_dir, tokenizer, max_tokens):
-    """Chapter 6: eval.perplexity on the validation split, next to what counting alone achieves:
-    uniform guessing, unigram and bigram frequencies (add-one smoothed) from the training split."""
+    """Chapter 6: eval.perplexity on the validation split, with bits per byte, next to what
+    counting alone achieves: uniform guessing, unigram and bigram frequencies (add-one smoothed)
+    from the training split."""
     val_arrays = data.load_split(dataset_dir, "val")
     batches = data.consecutive_batches(dataset_dir, "val", model.config.block_size, batch_size=8)
-    result = evaluate.perplexity(model, batches, max_tokens=max_tokens)
+    token_bytes = torch.tensor(tokenizer.byte_lengths())  # bytes of text per id, as eval.py passes
+    result = evaluate.perplexity(model, batches, max_tokens=max_tokens, token_bytes=token_bytes)
     V = tokenizer.vocab_size
     train_tokens = np.concatenate([np.asarray(a, dtype=np.int64) for a in data.load_split(dataset_dir, "train")])
     val = np.asarray(val_arrays[0][:result["tokens"] + 1], dtype=np.int64)
@@ -560,21 +589,29 @@ def perplexity_data(model, dataset_dir, tokenizer, max_tokens):
         baselines.append(dict(name="bigram: which token follows which", loss=float(bigram_loss)))
     for b in baselines:
         b["ppl"] = math.exp(b["loss"])
-    return dict(loss=result["loss"], ppl=result["ppl"], tokens=result["tokens"], baselines=baselines,
-                val_tokens=int(sum(len(a) for a in val_arrays)))
+    return dict(loss=result["loss"], ppl=result["ppl"], tokens=result["tokens"], bpb=result["bpb"],
+                bytes=result["bytes"], baselines=baselines, val_tokens=int(sum(len(a) for a in val_arrays)))
+
+
+def recorded_runs_dir(folder, needed, option):
+    """A folder of recorded runs as a Path: as given, else inside the repository, which ships
+    them; a GuideError names every file of `needed` it lacks and `option`'s default folder."""
+    folder = Path(folder)
+    if not folder.is_absolute() and not folder.is_dir():
+        folder = REPO_ROOT / folder
+    missing = [name for name in needed if not (folder / name).is_file()]
+    if missing:
+        default = getattr(GuideConfig(), option)
+        raise GuideError(f"--{option}={folder} lacks {', '.join(missing)}: point it at a folder of "
+                         f"recorded runs such as {default}")
+    return folder
 
 
 def gpu_results(results_dir):
     """Chapter 7: the recorded GPU runs. log.txt holds bench.py's JSON lines, each after the
     '=== command' line that produced it; baby_* are config/train_shakespeare_char.py's run."""
-    results_dir = Path(results_dir)
-    if not results_dir.is_absolute() and not results_dir.is_dir():
-        results_dir = REPO_ROOT / results_dir  # the recorded runs ship with the repository
-    needed = ("log.txt", "baby_metrics.jsonl", "baby_train_evals.txt", "baby_samples.txt")
-    missing = [name for name in needed if not (results_dir / name).is_file()]
-    if missing:
-        raise GuideError(f"--results_dir={results_dir} lacks {', '.join(missing)}: point it at a folder "
-                         f"of recorded runs such as results/h200-2026-11-27")
+    results_dir = recorded_runs_dir(results_dir, ("log.txt", "baby_metrics.jsonl", "baby_train_evals.txt",
+                                                  "baby_samples.txt"), "results_dir")
     log = (results_dir / "log.txt").read_text(encoding="utf-8")
     benches, command = [], None
     for line in log.splitlines():
@@ -607,6 +644,80 @@ def gpu_results(results_dir):
                           tokens_per_sec=statistics.median(r["tokens_per_sec"] for r in train_records if r["iter"] > 0),
                           sample_header=header.strip(), sample=first_sample.strip("\n")),
                 _curves=dict(train=train_records, eval=eval_records))
+
+
+TOKENIZER_NAMES = {"char": "characters", "bpe": "learned BPE", "gpt2": "GPT-2 BPE"}
+
+
+def read_train_log(path):
+    """What a train.py log says of its run: (the config it prints at the start, as a dict; the
+    model's parameters in millions; tokens per iteration)."""
+    text = Path(path).read_text(encoding="utf-8")
+    config = {key: ast.literal_eval(value) for key, value in re.findall(r"(?m)^(\w+) += (.+)$", text)}
+    params = re.search(r"model: ([\d.]+)M parameters", text)
+    tokens = re.search(r"([\d,]+) tokens per iteration", text)
+    if not config or params is None or tokens is None:
+        raise GuideError(f"{path} is not the output of a train.py run: it lacks the config, the "
+                         "parameter count or the tokens per iteration")
+    return config, float(params.group(1)), int(tokens.group(1).replace(",", ""))
+
+
+def read_samples(path):
+    """samples.txt: a header, then '=== name: command' lines, each followed by its sample.
+    Returns {name: sample text}."""
+    samples = {}
+    for part in re.split(r"(?m)^=== ", Path(path).read_text(encoding="utf-8"))[1:]:
+        first, _, text = part.partition("\n")
+        samples[first.partition(":")[0]] = text.strip("\n")
+    return samples
+
+
+def tokenizer_results(folder):
+    """Chapter 1: the recorded equal-time tokenizer experiment. The quick start's model and
+    training time on tiny Shakespeare with five tokenizers, each run given the steps that its
+    measured time per step fits into that time. The folder holds experiment.json (ms/step per
+    tokenizer; every run's val bits per byte from train.py's evaluations, against training
+    seconds = iteration x ms/step), perplexity.jsonl (eval.py perplexity --json of every run: the
+    exact val bpb), datasets.json (the meta.json each run trained on), each run's metrics/NAME.jsonl
+    and logs/NAME.log, and samples.txt. Returns dict(folder, rows: one per tokenizer, in the
+    experiment's order) and the figure's curves ({run: [(seconds, val bpb)]})."""
+    folder = recorded_runs_dir(folder, ("README.md", "experiment.json", "perplexity.jsonl", "datasets.json",
+                                        "samples.txt"), "tokenizer_results_dir")
+    experiment = json.loads((folder / "experiment.json").read_text(encoding="utf-8"))
+    runs = list(experiment["curves"])  # "char", "char-seed2", ...: a tokenizer's runs, seed 1337 first
+    recorded_runs_dir(folder, [f"metrics/{run}.jsonl" for run in runs] + [f"logs/{run}.log" for run in runs],
+                      "tokenizer_results_dir")
+    datasets = json.loads((folder / "datasets.json").read_text(encoding="utf-8"))
+    exact = {}  # run -> eval.py perplexity's result
+    for line in (folder / "perplexity.jsonl").read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        exact[record["config"]["out_dir"].removeprefix("out-tok-")] = record
+    samples = read_samples(folder / "samples.txt")
+    missing = [run for run in runs if run not in exact]
+    missing += [name for name in experiment["ms_per_step"] if name not in samples]
+    if missing:
+        raise GuideError(f"{folder}: no exact val bpb (perplexity.jsonl) or no sample (samples.txt) "
+                         f"for {', '.join(missing)}")
+
+    rows = []
+    for name, ms_per_step in experiment["ms_per_step"].items():
+        seed_runs = [run for run in runs if run.split("-seed")[0] == name]
+        logs = [read_train_log(folder / "logs" / f"{run}.log") for run in seed_runs]
+        config, params_m, tokens_per_iter = logs[0]
+        _, eval_records = read_metrics(folder / "metrics" / f"{name}.jsonl")
+        meta = datasets[config["dataset"]]
+        first = exact[name]
+        steps = eval_records[-1]["iter"]
+        tokens_per_byte = first["tokens"] / first["bytes"]  # the val targets and the bytes they decode to
+        rows.append(dict(
+            name=name, tokenizer=TOKENIZER_NAMES[meta["tokenizer"]], dataset=config["dataset"],
+            vocab_size=meta["vocab_size"], tokens_per_byte=tokens_per_byte, ms_per_step=ms_per_step,
+            steps=steps, seconds=steps * ms_per_step / 1000, tokens_per_iter=tokens_per_iter,
+            text_mb=steps * tokens_per_iter / tokens_per_byte / 1e6, block_size=config["block_size"],
+            params_m=params_m, embedding_m=meta["vocab_size"] * config["n_embd"] / 1e6,
+            bpb=[exact[run]["bpb"] for run in seed_runs], seeds=[log[0]["seed"] for log in logs],
+            best_val_loss=min(r["val_loss"] for r in eval_records), sample=samples[name]))
+    return dict(folder=shown_path(folder), rows=rows), experiment["curves"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -778,6 +889,28 @@ class Figures:
         kept.legend(frameon=False, fontsize=7)
         self.save(figure, name)
 
+    def tokenizer_curves(self, rows, curves, name):
+        """Val bits per byte against training seconds, one colour per tokenizer; a second seed dashed."""
+        figure, ax = self.plt.subplots(figsize=(self.WIDTH, 3.1))
+        for i, row in enumerate(rows):
+            label = f"{row['tokenizer']} ({row['vocab_size']:,})"
+            for run, points in curves.items():
+                if run.split("-seed")[0] != row["name"]:
+                    continue
+                # The evaluation at step 0, before any training (4 to 6 bits per byte), is left
+                # out: it would squeeze the part where the tokenizers differ.
+                seconds, bpb = zip(*points[1:])
+                first = run == row["name"]
+                ax.plot(seconds, bpb, "o-" if first else "o--", ms=3 if first else 2, lw=1.4 if first else 0.9,
+                        color=f"C{i}", alpha=1.0 if first else 0.55, label=label if first else None)
+        ax.plot([], [], "o--", ms=2, lw=0.9, color="0.5", label="dashed: the same with seed 2")
+        ax.set_xlim(0, max(seconds for points in curves.values() for seconds, _ in points) * 1.03)
+        ax.set_xlabel("training time (s): iteration x the measured ms per step")
+        ax.set_ylabel("val bits per byte")
+        ax.grid(alpha=0.3)
+        ax.legend(frameon=False, ncol=2)
+        self.save(figure, name)
+
     def next_token(self, labels, probs, nucleus, name):
         figure, ax = self.plt.subplots(figsize=(self.WIDTH, 2.4))
         x = np.arange(len(labels))
@@ -891,6 +1024,9 @@ def build(cfg):
         prompt=prompt,
     )
     results["tokens"] = timed("tokens", token_data)
+    tokenizer_runs, tokenizer_curves = timed("tokenizer results", tokenizer_results, cfg.tokenizer_results_dir)
+    results["tokenizer_runs"] = tokenizer_runs
+    fig.tokenizer_curves(tokenizer_runs["rows"], tokenizer_curves, "tokenizer_curves")
     timed("causal mask figure", fig.causal_mask, "causal_mask")
     results["attention"] = timed("attention maps", attention_data, model, tokenizer, prompt, fig)
     results["scale"] = timed("softmax scale", scale_data, sizes["scale_trials"], cfg.seed)

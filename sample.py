@@ -49,8 +49,9 @@ class SampleConfig:
 
 def prompt_ids(start, tokenizer, block_size):
     """The prompt as token ids. An empty prompt starts from the model's natural start token:
-    GPT-2's <|endoftext|> (every training document began after one), or a newline for a
-    character model. A prompt longer than the context keeps its last block_size tokens."""
+    <|endoftext|> when the tokenizer has one (every training document began after one, as in
+    GPT-2's), else a newline (where a speech or paragraph begins), else id 0 for a character
+    vocabulary without a newline. A prompt longer than the context keeps its last block_size tokens."""
     if start.startswith("FILE:"):
         path = Path(start[len("FILE:"):])
         if not path.is_file():
@@ -61,8 +62,10 @@ def prompt_ids(start, tokenizer, block_size):
         ids = tokenizer.encode(start)  # a char model raises here, listing unknown characters
     elif tokenizer.eot_token is not None:
         ids = [tokenizer.eot_token]
+    elif tokenizer.name == "char" and "\n" not in tokenizer.stoi:
+        ids = [0]  # a text without line breaks: the first character of the sorted vocabulary
     else:
-        ids = tokenizer.encode("\n") if "\n" in getattr(tokenizer, "stoi", {}) else [0]
+        ids = tokenizer.encode("\n")  # characters, or learned BPE (bytes: it can encode any text)
     if len(ids) > block_size:
         print(f"warning: the prompt has {len(ids)} tokens but the model's context is {block_size}; "
               f"only its last {block_size} tokens are used", file=sys.stderr)

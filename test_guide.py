@@ -1,5 +1,6 @@
 """
-The guide (guide.py + guide/*.typ) builds, has its chapters, and its listings are the source.
+The guide (guide.py + guide/*.typ) builds, has its chapters, its listings are the source, and
+the recorded runs it reads (results/) are complete and agree with their own logs.
 
 One fast build (a tiny training run) is shared by the tests that read its output. The listing
 tests compare two paths that must agree: the text guide.py cut out with `ast` against what
@@ -9,6 +10,7 @@ tests compare two paths that must agree: the text guide.py cut out with `ast` ag
 import importlib
 import inspect
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -238,3 +240,67 @@ def test_a_missing_checkpoint_folder_is_a_clear_error(tmp_path):
     with pytest.raises(guide.GuideError, match="ckpt.pt"):
         guide.main([f"--ckpt_dir={tmp_path / 'nothing'}", f"--build_dir={tmp_path / 'build'}",
                     f"--output={tmp_path / 'guide.pdf'}"])
+
+
+# ---------------------------------------------------------------------------- chapter 1's recorded runs
+
+TOKENIZER_RUNS = guide.REPO_ROOT / guide.GuideConfig().tokenizer_results_dir
+
+
+def test_the_tokenizer_experiment_is_read_from_its_recorded_runs():
+    runs, curves = guide.tokenizer_results(TOKENIZER_RUNS)
+    rows = {row["name"]: row for row in runs["rows"]}
+    assert list(rows) == ["char", "bpe512", "bpe1024", "bpe4096", "gpt2"]
+    assert [rows[n]["vocab_size"] for n in rows] == [65, 512, 1024, 4096, 50257]
+    # Two paths to the figure's points: experiment.json's curves, and each run's own metrics.jsonl
+    # (train.py's evaluations) at iteration x the tokenizer's ms/step.
+    assert len(curves) == 9  # five tokenizers, four of them twice
+    for run, points in curves.items():
+        row = rows[run.split("-seed")[0]]
+        _, evals = guide.read_metrics(TOKENIZER_RUNS / "metrics" / f"{run}.jsonl")
+        expected = [(e["iter"] * row["ms_per_step"] / 1000, e["val_bpb"]) for e in evals]
+        assert [tuple(point) for point in points] == [pytest.approx(point) for point in expected]
+    # The table's exact bpb is eval.py's; the seeds are the runs' own, read from their logs.
+    exact = [json.loads(line) for line in (TOKENIZER_RUNS / "perplexity.jsonl").read_text().splitlines()]
+    assert rows["bpe512"]["bpb"] == [e["bpb"] for e in exact if e["config"]["dataset"] == "shakespeare_bpe512"]
+    assert rows["bpe512"]["seeds"] == [1337, 2] and rows["gpt2"]["seeds"] == [1337]
+    # equal time: steps x ms/step within a few percent of the character run's
+    assert all(abs(row["seconds"] / rows["char"]["seconds"] - 1) < 0.05 for row in rows.values())
+    assert all(row["sample"].strip() for row in rows.values())
+
+
+@pytest.mark.parametrize("remove", ["perplexity.jsonl", "metrics/bpe1024-seed2.jsonl", "logs/gpt2.log", None])
+def test_an_incomplete_tokenizer_runs_folder_is_a_clear_error(tmp_path, remove):
+    folder = tmp_path / "runs"
+    if remove is not None:
+        shutil.copytree(TOKENIZER_RUNS, folder)
+        (folder / remove).unlink()
+    with pytest.raises(guide.GuideError, match=re.escape(remove or "experiment.json")) as error:
+        guide.tokenizer_results(folder)
+    assert "--tokenizer_results_dir" in str(error.value)
+
+
+def test_the_recorded_tokenizers_are_the_ones_this_code_makes(built):
+    # The build learns 1,024 tokens from the train split now; the recorded bpe1024 run's dataset
+    # had the same compression of the val split, or the recording describes other code.
+    _, _, _, data = built
+    recorded = {row["name"]: row for row in data["tokenizer_runs"]["rows"]}
+    assert data["tokens"]["learned_vocab"] == recorded["bpe1024"]["vocab_size"]
+    for ours, theirs in (("learned", "bpe1024"), ("gpt2", "gpt2"), ("char", "char")):
+        assert data["tokens"]["tokens_per_byte"][ours] == pytest.approx(recorded[theirs]["tokens_per_byte"], rel=1e-4)
+    assert data["tokens"]["first_merges"][:2] == ["Ġ t", "h e"]
+
+
+def test_chapter_1_shows_the_experiment_and_chapter_6_bits_per_byte(built):
+    _, build_dir, pdf, data = built
+    assert (build_dir / "figures" / "tokenizer_curves.svg").is_file()
+    text = " ".join(pdf_text(pdf).split())
+    for row in data["tokenizer_runs"]["rows"]:
+        assert " / ".join(f"{b:.2f}" for b in row["bpb"]) in text  # the table's exact val bpb
+        assert row["sample"].splitlines()[1].strip() in text  # each model's sample
+    p = data["perplexity"]
+    # The build's model is a character model of ASCII text: one byte per token, so bits per
+    # byte must be the loss per token in bits.
+    assert data["run"]["tokenizer"] == "char" and p["bytes"] == p["tokens"]
+    assert p["bpb"] == pytest.approx(p["loss"] / math.log(2), rel=1e-5)
+    assert f"{p['bpb']:.3f} bits per byte" in text

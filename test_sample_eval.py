@@ -21,7 +21,7 @@ from common import ConfigError
 from data import DataError
 from download import DownloadError, cache_dir
 from model import GPT, GPTConfig
-from tokenizer import CharTokenizer, GPT2Tokenizer, TokenizerError
+from tokenizer import BPETokenizer, CharTokenizer, GPT2Tokenizer, TokenizerError
 
 CHARS = sorted(set("abcdefghijklmnopqrstuvwxyz \n.,!?"))
 
@@ -51,6 +51,17 @@ def test_prompt_with_characters_outside_the_vocabulary_lists_them():
 def test_empty_prompt_starts_from_the_natural_start_token():
     assert sample.prompt_ids("", GPT2Tokenizer(), 16) == [50256]
     assert sample.prompt_ids("", CharTokenizer(CHARS), 16) == [CHARS.index("\n")]
+    assert sample.prompt_ids("", CharTokenizer("abc"), 16) == [0]  # no newline: the first character
+
+
+@pytest.mark.parametrize("eot", [False, True])
+def test_empty_prompt_of_a_learned_bpe_model_is_a_newline_or_its_end_of_text(eot):
+    tokenizer = BPETokenizer.train("To be, or not to be:\nthat is the question.\n" * 20, 270, eot)
+    ids = sample.prompt_ids("", tokenizer, 16)
+    if eot:
+        assert ids == [tokenizer.eot_token] == [269]
+    else:  # not id 0, a NUL byte the model never saw in training
+        assert ids == tokenizer.encode("\n") and tokenizer.decode(ids) == "\n"
 
 
 def test_long_prompt_is_cropped_with_a_warning(capsys):
