@@ -9,12 +9,15 @@ How fast does this code train and generate on your hardware?
     python bench.py --profile=True                   # also print the costliest ops, write a trace
     python bench.py --preset=quickstart --activation_checkpointing   # the cost of recomputing blocks
     python bench.py --mode=memory                    # per-GPU memory of GPT-2 .. GPT-2 XL, DDP vs FSDP
+    python bench.py --preset=quickstart --optimizer=muon  # the training step with Muon instead of AdamW
+    python bench.py --mode=recipes --recipes=default,quickstart_muon   # whole runs side by side
 
 Training mode times train.py's own train_step() (gradient accumulation, clipping, loss scaling
-and the AdamW update included), after warm-up steps that also absorb torch.compile's compile
-time, and reports the median step time, tokens/s and MFU: the share of the accelerator's peak
-bf16 FLOP/s spent on the model's own maths (6 FLOPs per parameter per token plus attention,
-GPT.flops_per_token). MFU is left out on CPU, which has no meaningful published peak.
+and the update included: AdamW, or Muon with --optimizer=muon), after warm-up steps that also
+absorb torch.compile's compile time, and reports the median step time, tokens/s and MFU: the
+share of the accelerator's peak bf16 FLOP/s spent on the model's own maths (6 FLOPs per
+parameter per token plus attention, GPT.flops_per_token). MFU is left out on CPU, which has no
+meaningful published peak.
 
 Batches are random token ids made on the device by default, so the figure is the model's speed
 alone; --dataset=NAME reads real batches with data.py's BatchLoader (what train.py reads) instead.
@@ -27,6 +30,14 @@ Generation mode generates max_new_tokens after the same prompt with the KV cache
 it, and reports tokens/s for each (median over `repeats` runs, the two paths taking turns) and
 the speed-up (median of the per-run ratios).
 
+Recipes mode runs whole trainings, `python train.py config/<recipe>.py` for each recipe named
+("default" = train.py's own settings), `repeats` times, the recipes taking turns so that load from
+elsewhere on a shared machine slows them alike. For each it reports the median wall time, as a
+user waits for it (start-up, evaluations and checkpoints included), and the best val loss of each
+run, read from its metrics.jsonl. --record_dir keeps every run's metrics.jsonl and a summary.json
+(the guide's optimizer figure is drawn from such a folder); otherwise the runs go to a temporary
+folder.
+
 Memory mode needs no GPU: it works out how much memory one process holds to train GPT-2's four
 sizes, under DDP and under FSDP on 1, 2, 4 and 8 processes, from the parameter shapes alone
 (the models are built on the meta device, which allocates nothing), and measures the activations
@@ -37,8 +48,12 @@ float32 (batch_size x block_size tokens; batch 1 unless --batch_size says otherw
 import dataclasses
 import json
 import math
+import os
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,13 +62,16 @@ from typing import Literal, Optional
 import torch
 
 import common
-from common import ConfigError
+from common import ConfigError, UserError
 from configurator import parse_config
 from data import BatchLoader, dataset_path
 from distributed import setup_distributed, teardown_distributed, wrap_model
+from metrics import METRICS_NAME
 from model import GPT, GPTConfig
 from optim import configure_optimizer
 from train import TrainConfig, train_step
+
+ROOT = Path(__file__).resolve().parent  # train.py and config/ are found from here
 
 # Model shapes to benchmark: OpenAI's four GPT-2 sizes, and two character-level recipes read from
 # train.py's own settings, so they follow the recipes when those change: "quickstart" is
@@ -65,15 +83,16 @@ PRESETS = {
     "gpt2-large": dict(n_layer=36, n_head=20, n_embd=1280, block_size=1024, vocab_size=50257),
     "gpt2-xl": dict(n_layer=48, n_head=25, n_embd=1600, block_size=1024, vocab_size=50257),
     "quickstart": [],  # train.py's arguments for this recipe: none
-    "baby": [str(Path(__file__).resolve().parent / "config" / "train_shakespeare_char.py")],
+    "baby": [str(ROOT / "config" / "train_shakespeare_char.py")],
 }
 
 
 @dataclass
 class BenchConfig:
     # time the training step; or generation with and without the KV cache; or work out the
-    # memory of training GPT-2's four sizes under DDP and FSDP (no GPU needed)
-    mode: Literal["train", "generate", "memory"] = "train"
+    # memory of training GPT-2's four sizes under DDP and FSDP (no GPU needed); or time whole
+    # training runs of several recipes side by side
+    mode: Literal["train", "generate", "memory", "recipes"] = "train"
     # a model shape from PRESETS; n_layer etc. below override it (memory mode: the shape whose
     # activations are also measured whole, as a check of the per-layer figures)
     preset: Literal["gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "quickstart", "baby"] = "gpt2"
@@ -89,11 +108,15 @@ class BenchConfig:
     parallel: Literal["ddp", "fsdp"] = "ddp"
     # recompute each block in backward instead of keeping its activations (train.py's option)
     activation_checkpointing: bool = False
+    optimizer: Literal["adamw", "muon"] = "adamw"  # train mode: the update train_step makes (train.py's option)
     warmup_iters: int = 5  # untimed steps first (compilation, memory allocation, cuDNN autotuning)
     iters: int = 10  # timed steps; the median is reported
     max_new_tokens: int = 500  # generate mode
     prompt_tokens: int = 1  # generate mode: prompt length
-    repeats: int = 5  # generate mode: timed runs of each path; medians are reported
+    repeats: int = 5  # generate mode: timed runs of each path; recipes mode: runs of each recipe
+    # recipes mode: config/<name>.py files, without .py, comma-separated; "default" = no config file
+    recipes: str = "default,quickstart_muon"
+    record_dir: Optional[str] = None  # recipes mode: keep each run's metrics.jsonl and a summary.json here
     compile: Optional[bool] = None  # None = on for CUDA, off elsewhere
     # torch.compile's mode: "default", "max-autotune-no-cudagraphs" (tries several kernels per
     # matmul, slow to compile), "max-autotune" (the same plus CUDA graphs), "reduce-overhead"
@@ -148,7 +171,7 @@ def bench_train(cfg, device, dtype):
     params = model.get_num_params(non_embedding=False)
     flops_per_token = model.flops_per_token()
     model = wrap_model(model, dist, device, cfg.parallel, dtype)
-    optimizer = configure_optimizer(model, "adamw", 6e-4, 0.1, (0.9, 0.95), device)
+    optimizer = configure_optimizer(model, cfg.optimizer, 6e-4, 0.1, (0.9, 0.95), device)
     scaler = torch.amp.GradScaler(device.split(":")[0], enabled=dtype == "float16")
     ctx = common.autocast(device, dtype)
     common.allow_tf32(device)
@@ -190,7 +213,7 @@ def bench_train(cfg, device, dtype):
     seconds = statistics.median(times)
     result = dict(mode="train", device=device_name(device), dtype=dtype, compile=use_compile,
                   parallel=cfg.parallel if dist.enabled else None, processes=dist.world_size,
-                  params=params, batch_size=batch_size,
+                  params=params, batch_size=batch_size, optimizer=cfg.optimizer,
                   block_size=T, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
                   activation_checkpointing=cfg.activation_checkpointing,
                   ms_per_step=seconds * 1000, tokens_per_sec=tokens_per_step / seconds,
@@ -203,7 +226,8 @@ def bench_train(cfg, device, dtype):
         result["max_memory_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
     print(f"train: {result['params'] / 1e6:.1f}M parameters, batch {batch_size}x{T}"
           f"{f' x{cfg.gradient_accumulation_steps}' if cfg.gradient_accumulation_steps > 1 else ''}, "
-          f"{dtype}, compile={use_compile}{', activation checkpointing' if cfg.activation_checkpointing else ''}: "
+          f"{dtype}, {cfg.optimizer}, compile={use_compile}"
+          f"{', activation checkpointing' if cfg.activation_checkpointing else ''}: "
           f"{result['ms_per_step']:.1f} ms/step, "
           f"{result['tokens_per_sec']:,.0f} tokens/s"
           + (f", MFU {result['mfu']:.1%}" if "mfu" in result else "") + f" on {result['device']}")
@@ -245,6 +269,80 @@ def bench_generate(cfg, device, dtype):
           f"KV cache {rate(result['tokens_per_sec_kv_cache'])} tokens/s, "
           f"no cache {rate(result['tokens_per_sec_no_cache'])} tokens/s, "
           f"speed-up {result['speedup']:.1f}x, identical tokens: {result['same_tokens']}")
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Recipes: whole training runs side by side
+# --------------------------------------------------------------------------------------------
+
+def recipe_file(recipe):
+    """The config file of a recipe: None for "default", config/<recipe>.py, or a path to a .py."""
+    if recipe == "default":
+        return None
+    path = Path(recipe) if recipe.endswith(".py") else ROOT / "config" / f"{recipe}.py"
+    if not path.is_file():
+        raise ConfigError(f"recipes: there is no {path}; name files of config/ (without .py), paths to "
+                          f"config files, or 'default' for train.py's own settings, e.g. "
+                          f"--recipes=default,quickstart_muon")
+    return path
+
+
+def recipe_command(recipe, out_dir):
+    """The train.py command line of one recipe."""
+    config = recipe_file(recipe)
+    return ([sys.executable, str(ROOT / "train.py")] + ([str(config)] if config else [])
+            + [f"--out_dir={out_dir}", "--overwrite"])
+
+
+def read_run(out_dir, seconds):
+    """One finished run's figures, from its metrics.jsonl."""
+    records = [json.loads(line) for line in (Path(out_dir) / METRICS_NAME).read_text().splitlines()]
+    evals = [r for r in records if r["event"] == "eval"]
+    return dict(seconds=seconds, steps=evals[-1]["iter"], best_val_loss=min(r["val_loss"] for r in evals),
+                final_val_loss=evals[-1]["val_loss"],
+                # (seconds since the loop started, val loss) at each evaluation: the curve to plot
+                curve=[(r.get("seconds"), r["val_loss"]) for r in evals])
+
+
+def bench_recipes(cfg):
+    recipes = [r.strip() for r in cfg.recipes.split(",") if r.strip()]
+    for recipe in recipes:
+        recipe_file(recipe)  # every name checked before the first run starts
+    if not recipes:
+        raise ConfigError("recipes is empty: name at least one, e.g. --recipes=default,quickstart_muon")
+    runs = {recipe: [] for recipe in recipes}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(cfg.record_dir) if cfg.record_dir else Path(tmp)
+        for round_ in range(cfg.repeats):
+            for recipe in recipes:  # taking turns: a burst of load elsewhere slows every recipe alike
+                out_dir = root / f"{Path(recipe).stem}-{round_ + 1}"
+                t0 = time.perf_counter()
+                # train.py's progress goes to stdout; ours is the table, so it is kept out of it.
+                done = subprocess.run(recipe_command(recipe, out_dir), stdout=subprocess.DEVNULL, cwd=ROOT)
+                seconds = time.perf_counter() - t0
+                if done.returncode != 0:
+                    raise UserError(f"recipe {recipe}: train.py exited with {done.returncode} (its error is above)")
+                run = read_run(out_dir, seconds)
+                runs[recipe].append(run)
+                for checkpoint in out_dir.glob("ckpt*"):  # only the log is kept
+                    shutil.rmtree(checkpoint) if checkpoint.is_dir() else checkpoint.unlink()
+                print(f"{recipe} run {round_ + 1}/{cfg.repeats}: {seconds:.1f} s, {run['steps']} steps, "
+                      f"best val loss {run['best_val_loss']:.4f}", file=sys.stderr)
+    result = dict(mode="recipes", repeats=cfg.repeats, threads=torch.get_num_threads(), recipes={
+        recipe: dict(command=" ".join(["python", "train.py"] + ([os.path.relpath(recipe_file(recipe), ROOT)]
+                                                               if recipe != "default" else [])),
+                     steps=rs[0]["steps"], median_seconds=statistics.median(r["seconds"] for r in rs),
+                     best_val_loss=min(r["best_val_loss"] for r in rs),
+                     median_best_val_loss=statistics.median(r["best_val_loss"] for r in rs), runs=rs)
+        for recipe, rs in runs.items()})
+    print(f"{'recipe':<20} {'steps':>6} {'wall time, median':>18} {'best val loss':>14} {'(median of runs)':>17}")
+    for recipe, row in result["recipes"].items():
+        print(f"{recipe:<20} {row['steps']:>6} {row['median_seconds']:>16.1f} s {row['best_val_loss']:>14.4f} "
+              f"{row['median_best_val_loss']:>17.4f}")
+    if cfg.record_dir:
+        result["config"] = dataclasses.asdict(cfg)  # as main() adds it to every result
+        (Path(cfg.record_dir) / "summary.json").write_text(json.dumps(result, indent=1) + "\n")
     return result
 
 
@@ -422,8 +520,8 @@ def print_memory(result):
     for r in result["models"]:
         print(f"{r['name']:<12} {r['params']:>14,} {gb(r['ddp_bytes']):>8.2f}"
               + "".join(f"{gb(b):>9.2f}" for b in r["fsdp_bytes"]))
-    print(f"(parameters as allocated, the embedding's padding rows included; without them, as Hugging "
-          f"Face counts: " + ", ".join(f"{r['name']} {r['params_hf']:,}" for r in result["models"]) + ")")
+    print("(parameters as allocated, the embedding's padding rows included; without them, as Hugging "
+          "Face counts: " + ", ".join(f"{r['name']} {r['params_hf']:,}" for r in result["models"]) + ")")
     print()
     print(f"Activations kept for backward, batch {result['batch_size']} x {result['block_size']}, float32, "
           f"in GB: measured on the CPU with 1 and 2 blocks of each width, + n_layer x per block.")
@@ -491,6 +589,8 @@ def main(argv=None):
         raise ConfigError(f"warmup_iters must be >= 0, got {cfg.warmup_iters}")
     if cfg.mode == "memory":  # arithmetic and CPU forwards: no device to pick
         result = bench_memory(cfg)
+    elif cfg.mode == "recipes":  # train.py picks the device of each run
+        result = bench_recipes(cfg)
     else:
         device = common.pick_device(cfg.device)
         dtype = common.pick_dtype(device, cfg.dtype)

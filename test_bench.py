@@ -134,7 +134,7 @@ def test_profile_prints_the_costliest_operations_and_writes_a_chrome_trace(tmp_p
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--mode=decode"], "mode expects one of 'train', 'generate', 'memory', got 'decode'"),
+    (["--mode=decode"], "mode expects one of 'train', 'generate', 'memory', 'recipes', got 'decode'"),
     (["--preset=gpt5"], "preset expects one of 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl', 'quickstart', "
                         "'baby', got 'gpt5'"),
     (["--repeats=0", "--mode=generate"], "repeats must be at least 1"),
@@ -303,3 +303,86 @@ def test_memory_mode_prints_the_table_and_one_json_object(monkeypatch, capsys):
     assert printed["whole"]["same"] is True and printed["whole"]["n_layer"] == 2
     assert printed == json.loads(json.dumps(result))  # the JSON line is the whole result
     assert "FSDP 8" in out and "gpt2-xl" in out and "checkpointed" in out
+
+
+# --- recipes mode: whole train.py runs side by side ---
+
+def tiny_recipe(path, data_dir, **settings):
+    """A config file for train.py: a model and run small enough to take a few seconds."""
+    values = dict(dataset="tiny", data_dir=str(data_dir), n_layer=1, n_head=2, n_embd=32, block_size=16,
+                  batch_size=4, max_iters=6, eval_interval=3, eval_iters=2, log_interval=3, warmup_iters=2,
+                  device="cpu", **settings)
+    path.write_text("".join(f"{key} = {value!r}\n" for key, value in values.items()))
+    return path
+
+
+def test_recipes_mode_runs_train_py_and_reports_what_its_metrics_say(tmp_path, data_dir, capsys):
+    adamw = tiny_recipe(tmp_path / "tiny_adamw.py", data_dir)
+    muon = tiny_recipe(tmp_path / "tiny_muon.py", data_dir, optimizer="muon")
+    record = tmp_path / "record"
+    result = bench.main(["--mode=recipes", f"--recipes={adamw},{muon}", "--repeats=1",
+                         f"--record_dir={record}", "--json"])
+    out = capsys.readouterr().out
+    assert json.loads(out.strip().splitlines()[-1]) == json.loads(json.dumps(result))
+    assert list(result["recipes"]) == [str(adamw), str(muon)]
+    for recipe, name in ((adamw, "tiny_adamw"), (muon, "tiny_muon")):
+        row = result["recipes"][str(recipe)]
+        metrics = [json.loads(line) for line in (record / f"{name}-1" / "metrics.jsonl").read_text().splitlines()]
+        evals = [r for r in metrics if r["event"] == "eval"]
+        assert [r["iter"] for r in evals] == [0, 3, 6] and row["steps"] == 6
+        assert row["best_val_loss"] == min(r["val_loss"] for r in evals)
+        # eval records carry the seconds since the loop started: the time axis of the curves
+        seconds = [s for s, _ in row["runs"][0]["curve"]]
+        assert seconds == sorted(seconds) and seconds[0] < seconds[-1] < row["median_seconds"]
+        assert not list((record / f"{name}-1").glob("ckpt*"))  # only the log is kept
+        assert name in out
+    assert json.loads((record / "summary.json").read_text()) == json.loads(json.dumps(result))
+    # the two optimizers really differ: the same data and init, different updates
+    losses = [result["recipes"][str(r)]["best_val_loss"] for r in (adamw, muon)]
+    assert losses[0] != losses[1]
+
+
+def test_recipes_take_turns_and_report_medians(tmp_path, monkeypatch, capsys):
+    order, seconds = [], iter([5.0, 50.0, 1.0, 10.0, 3.0, 30.0])  # a, b, a, b, a, b
+    clock = [0.0]
+
+    def fake_train(command, **kwargs):  # stands in for `python train.py ...`: writes its log
+        out_dir = Path(next(a for a in command if a.startswith("--out_dir=")).split("=", 1)[1])
+        order.append(out_dir.name)
+        out_dir.mkdir(parents=True)
+        loss = 1.0 + len(order) / 10
+        (out_dir / "metrics.jsonl").write_text(
+            json.dumps(dict(event="eval", iter=0, val_loss=9.0, seconds=0.0)) + "\n"
+            + json.dumps(dict(event="eval", iter=8, val_loss=loss, seconds=1.0)) + "\n")
+        (out_dir / "ckpt.pt").write_bytes(b"weights")
+        clock[0] += next(seconds)
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(bench.subprocess, "run", fake_train)
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock[0])
+    result = bench.main(["--mode=recipes", "--recipes=default,quickstart_adamw", "--repeats=3",
+                         f"--record_dir={tmp_path}"])
+    assert order == ["default-1", "quickstart_adamw-1", "default-2", "quickstart_adamw-2",
+                     "default-3", "quickstart_adamw-3"]
+    default, other = result["recipes"]["default"], result["recipes"]["quickstart_adamw"]
+    assert default["median_seconds"] == 3.0 and other["median_seconds"] == 30.0
+    assert default["best_val_loss"] == pytest.approx(1.1) and other["best_val_loss"] == pytest.approx(1.2)
+    assert default["median_best_val_loss"] == pytest.approx(1.3)
+    assert default["command"] == "python train.py"
+    assert other["command"] == "python train.py config/quickstart_adamw.py"
+
+
+@pytest.mark.parametrize("recipes, message", [
+    ("default,no_such_recipe", "there is no .*no_such_recipe.py"),
+    (" , ", "recipes is empty"),
+])
+def test_bad_recipes_are_named_before_any_run(recipes, message, monkeypatch):
+    monkeypatch.setattr(bench.subprocess, "run", lambda *a, **k: pytest.fail("a run started"))
+    with pytest.raises(common.ConfigError, match=message):
+        bench.main(["--mode=recipes", f"--recipes={recipes}"])
+
+
+def test_a_failed_run_is_one_line_naming_the_recipe(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench.subprocess, "run", lambda command, **k: subprocess.CompletedProcess(command, 1))
+    with pytest.raises(common.UserError, match="recipe default: train.py exited with 1"):
+        bench.main(["--mode=recipes", "--recipes=default", "--repeats=1"])

@@ -379,7 +379,8 @@ def training_loop(run):
     log.say(f"{dist.world_size} process(es), {grad_accum_steps} micro-step(s) each: "
             f"{tokens_per_iter:,} tokens per iteration")
     flops_per_token, peak = raw_model.flops_per_token(), common.peak_flops(cfg.device)
-    start_iter, last_eval, step_seconds = run.iter_num, {}, None  # step_seconds: moving average
+    # step_seconds: a moving average; started: eval records carry the seconds since (loss vs time)
+    start_iter, last_eval, step_seconds, started = run.iter_num, {}, None, time.perf_counter()
     while True:
         iter_num = run.iter_num
         lr = get_lr(iter_num, cfg.learning_rate, cfg.min_lr, cfg.warmup_iters, cfg.lr_decay_iters) \
@@ -399,7 +400,8 @@ def training_loop(run):
             run.best_val_loss = min(run.best_val_loss, losses["val"])
             last_eval = {"event": "eval", "iter": iter_num, "train_loss": losses["train"], "val_loss": losses["val"],
                          "train_bpb": losses["train_bpb"], "val_bpb": losses["val_bpb"],
-                         "val_ppl": math.exp(losses["val"]), "best_val_loss": run.best_val_loss, "lr": lr}
+                         "val_ppl": math.exp(losses["val"]), "best_val_loss": run.best_val_loss, "lr": lr,
+                         "seconds": time.perf_counter() - started}
             log.log(last_eval, f"eval iter {iter_num}: train loss {losses['train']:.4f}, val loss "
                                f"{losses['val']:.4f} ({losses['val_bpb']:.4f} bits/byte), val perplexity "
                                f"{last_eval['val_ppl']:.2f}" + (" (best so far)" if improved else ""))
@@ -440,9 +442,8 @@ def training_loop(run):
         run.iter_num += 1
 
     log.close()
-    summary = {"iter_num": run.iter_num, "best_val_loss": run.best_val_loss}
-    summary.update({k: last_eval[k] for k in ("train_loss", "val_loss", "val_bpb", "val_ppl") if k in last_eval})
-    return summary
+    return {"iter_num": run.iter_num, "best_val_loss": run.best_val_loss,
+            **{k: last_eval[k] for k in ("train_loss", "val_loss", "val_bpb", "val_ppl") if k in last_eval}}
 
 
 if __name__ == "__main__":
