@@ -10,7 +10,7 @@ How fast does this code train and generate on your hardware?
     python bench.py --preset=quickstart --activation_checkpointing   # the cost of recomputing blocks
     python bench.py --mode=memory                    # per-GPU memory of GPT-2 .. GPT-2 XL, DDP vs FSDP
     python bench.py --preset=quickstart --optimizer=muon  # the training step with Muon instead of AdamW
-    python bench.py --mode=recipes --recipes=default,quickstart_muon   # whole runs side by side
+    python bench.py --mode=recipes --recipes=default,quickstart_adamw   # whole runs side by side
 
 Training mode times train.py's own train_step() (gradient accumulation, clipping, loss scaling
 and the update included: AdamW, or Muon with --optimizer=muon), after warm-up steps that also
@@ -115,7 +115,7 @@ class BenchConfig:
     prompt_tokens: int = 1  # generate mode: prompt length
     repeats: int = 5  # generate mode: timed runs of each path; recipes mode: runs of each recipe
     # recipes mode: config/<name>.py files, without .py, comma-separated; "default" = no config file
-    recipes: str = "default,quickstart_muon"
+    recipes: str = "default,quickstart_adamw"
     record_dir: Optional[str] = None  # recipes mode: keep each run's metrics.jsonl and a summary.json here
     compile: Optional[bool] = None  # None = on for CUDA, off elsewhere
     # torch.compile's mode: "default", "max-autotune-no-cudagraphs" (tries several kernels per
@@ -284,7 +284,7 @@ def recipe_file(recipe):
     if not path.is_file():
         raise ConfigError(f"recipes: there is no {path}; name files of config/ (without .py), paths to "
                           f"config files, or 'default' for train.py's own settings, e.g. "
-                          f"--recipes=default,quickstart_muon")
+                          f"--recipes=default,quickstart_adamw")
     return path
 
 
@@ -310,7 +310,7 @@ def bench_recipes(cfg):
     for recipe in recipes:
         recipe_file(recipe)  # every name checked before the first run starts
     if not recipes:
-        raise ConfigError("recipes is empty: name at least one, e.g. --recipes=default,quickstart_muon")
+        raise ConfigError("recipes is empty: name at least one, e.g. --recipes=default,quickstart_adamw")
     runs = {recipe: [] for recipe in recipes}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(cfg.record_dir) if cfg.record_dir else Path(tmp)

@@ -57,6 +57,7 @@ import common
 import data
 import eval as evaluate
 import metrics
+import optim
 import prepare
 import sample
 import train
@@ -87,6 +88,7 @@ class GuideConfig:
     fast: bool = False  # tests: a tiny run and small measurements; proves the guide builds, not the model
     results_dir: str = "results/h200-2026-11-27"  # the recorded GPU runs quoted in the results chapter
     tokenizer_results_dir: str = "results/cpu-tokenizers-2026-12-03"  # chapter 1's recorded tokenizer experiment
+    optimizer_results_dir: str = "results/cpu-optimizers-2026-12-04"  # chapter 4's recorded AdamW vs Muon runs
     device: str = "cpu"  # where the build's run and measurements happen
     threads: int = 1  # CPU threads for torch; raise it for a large --ckpt_dir model
     seed: int = 1337
@@ -720,6 +722,53 @@ def tokenizer_results(folder):
     return dict(folder=shown_path(folder), rows=rows), experiment["curves"]
 
 
+def optimizer_results(folder):
+    """Chapter 4: the recorded side-by-side runs of the quick start with AdamW and with Muon,
+    `python bench.py --mode=recipes --record_dir=FOLDER`: summary.json (bench.py's result: per
+    recipe its command, steps, each run's wall time and best val loss) and every run's
+    <recipe>-<n>/metrics.jsonl. Returns dict(folder, repeats, rows: one per recipe) and the
+    figure's curves ({recipe: [dict(train=[(seconds, loss)], eval=[(seconds, val loss)])]})."""
+    folder = recorded_runs_dir(folder, ("summary.json",), "optimizer_results_dir")
+    summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    names = {recipe: Path(recipe).stem for recipe in summary["recipes"]}
+    recorded_runs_dir(folder, [f"{names[recipe]}-{n + 1}/{metrics.METRICS_NAME}" for recipe, row
+                               in summary["recipes"].items() for n in range(len(row["runs"]))],
+                      "optimizer_results_dir")
+    # What Newton-Schulz costs, per step, next to the model's own forward and backward.
+    with torch.device("meta"):
+        model = GPT(bench.model_config(bench.BenchConfig(preset="quickstart")))
+    matrices, _ = optim.split_parameters(model)
+    ns_flops = sum(newton_schulz_flops(p.shape) for _, p in matrices)
+    rows, curves = [], {}
+    for recipe, row in summary["recipes"].items():
+        config = train.TrainConfig()  # what the recipe's config file sets, over train.py's defaults
+        if recipe != "default":
+            config = parse_config(config, [str(REPO_ROOT / row["command"].split()[-1])])
+        curves[recipe] = []
+        for n in range(len(row["runs"])):
+            train_records, eval_records = read_metrics(folder / f"{names[recipe]}-{n + 1}" / metrics.METRICS_NAME)
+            curves[recipe].append(dict(train=[(r["seconds"], r["loss"]) for r in train_records],
+                                       eval=[(r["seconds"], r["val_loss"]) for r in eval_records]))
+        rows.append(dict(recipe=recipe, name=names[recipe], command=row["command"], optimizer=config.optimizer,
+                         steps=row["steps"], batch_size=config.batch_size, block_size=config.block_size,
+                         learning_rate=config.learning_rate, beta2=config.beta2, warmup_iters=config.warmup_iters,
+                         tokens=row["steps"] * config.batch_size * config.block_size,
+                         seconds=[r["seconds"] for r in row["runs"]], median_seconds=row["median_seconds"],
+                         best_val_loss=[r["best_val_loss"] for r in row["runs"]],
+                         median_best_val_loss=row["median_best_val_loss"], lowest_val_loss=row["best_val_loss"],
+                         model_gflop_per_step=model.flops_per_token() * config.batch_size * config.block_size / 1e9))
+    return dict(folder=shown_path(folder), repeats=summary["repeats"], rows=rows, ns_gflop_per_step=ns_flops / 1e9,
+                ns_steps=5, matrices=[list(p.shape) for _, p in matrices]), curves
+
+
+def newton_schulz_flops(shape, steps=5):
+    """FLOPs of Muon's Newton-Schulz iterations on one matrix. X is the matrix turned so that it
+    is m x n with m <= n; each iteration computes A = X X^T (2 m^2 n), A A (2 m^3) and B X (2 m^2 n),
+    whatever the batch size: a fixed cost per step."""
+    m, n = sorted(shape)
+    return steps * (4 * m * m * n + 2 * m ** 3)
+
+
 # --------------------------------------------------------------------------------------------
 # Figures (matplotlib, written as SVG so they stay sharp at any zoom)
 # --------------------------------------------------------------------------------------------
@@ -911,6 +960,30 @@ class Figures:
         ax.legend(frameon=False, ncol=2)
         self.save(figure, name)
 
+    def optimizer_curves(self, rows, curves, name):
+        """Loss against wall-clock seconds, one colour per recipe: each run's training loss
+        (averaged over 10 logged steps) as a line, its evaluations on the val split as dots."""
+        figure, ax = self.plt.subplots(figsize=(self.WIDTH, 3.1))
+        window = 10
+        for i, row in enumerate(rows):
+            runs = curves[row["recipe"]]
+            for n, run in enumerate(runs):
+                seconds, losses = zip(*run["train"])
+                smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
+                ax.plot(seconds[window - 1:], smooth, color=f"C{i}", lw=0.9, alpha=0.7,
+                        label=f"{row['optimizer']} ({row['name']}): training loss" if n == 0 else None)
+                # The evaluation at step 0 (loss ~4.2, before any training) is left out: it would
+                # squeeze the part where the two differ.
+                seconds, losses = zip(*run["eval"][1:])
+                ax.plot(seconds, losses, "o", ms=4, color=f"C{i}", markeredgecolor="white", markeredgewidth=0.5,
+                        label=f"{row['optimizer']}: val loss ({len(runs)} runs)" if n == 0 else None)
+        ax.set_ylim(1.4, 2.4)
+        ax.set_xlabel("seconds since the training loop started (evaluations included)")
+        ax.set_ylabel("loss (nats per character)")
+        ax.grid(alpha=0.3)
+        ax.legend(frameon=False)
+        self.save(figure, name)
+
     def next_token(self, labels, probs, nucleus, name):
         figure, ax = self.plt.subplots(figsize=(self.WIDTH, 2.4))
         x = np.arange(len(labels))
@@ -1027,6 +1100,9 @@ def build(cfg):
     tokenizer_runs, tokenizer_curves = timed("tokenizer results", tokenizer_results, cfg.tokenizer_results_dir)
     results["tokenizer_runs"] = tokenizer_runs
     fig.tokenizer_curves(tokenizer_runs["rows"], tokenizer_curves, "tokenizer_curves")
+    optimizer_runs, optimizer_curves = timed("optimizer results", optimizer_results, cfg.optimizer_results_dir)
+    results["optimizer_runs"] = optimizer_runs
+    fig.optimizer_curves(optimizer_runs["rows"], optimizer_curves, "optimizer_curves")
     timed("causal mask figure", fig.causal_mask, "causal_mask")
     results["attention"] = timed("attention maps", attention_data, model, tokenizer, prompt, fig)
     results["scale"] = timed("softmax scale", scale_data, sizes["scale_trials"], cfg.seed)

@@ -317,7 +317,7 @@ def tiny_recipe(path, data_dir, **settings):
 
 
 def test_recipes_mode_runs_train_py_and_reports_what_its_metrics_say(tmp_path, data_dir, capsys):
-    adamw = tiny_recipe(tmp_path / "tiny_adamw.py", data_dir)
+    adamw = tiny_recipe(tmp_path / "tiny_adamw.py", data_dir, optimizer="adamw")
     muon = tiny_recipe(tmp_path / "tiny_muon.py", data_dir, optimizer="muon")
     record = tmp_path / "record"
     result = bench.main(["--mode=recipes", f"--recipes={adamw},{muon}", "--repeats=1",

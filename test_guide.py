@@ -18,6 +18,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 
 import guide
 
@@ -245,6 +246,7 @@ def test_a_missing_checkpoint_folder_is_a_clear_error(tmp_path):
 # ---------------------------------------------------------------------------- chapter 1's recorded runs
 
 TOKENIZER_RUNS = guide.REPO_ROOT / guide.GuideConfig().tokenizer_results_dir
+OPTIMIZER_RUNS = guide.REPO_ROOT / guide.GuideConfig().optimizer_results_dir
 
 
 def test_the_tokenizer_experiment_is_read_from_its_recorded_runs():
@@ -304,3 +306,56 @@ def test_chapter_1_shows_the_experiment_and_chapter_6_bits_per_byte(built):
     assert data["run"]["tokenizer"] == "char" and p["bytes"] == p["tokens"]
     assert p["bpb"] == pytest.approx(p["loss"] / math.log(2), rel=1e-5)
     assert f"{p['bpb']:.3f} bits per byte" in text
+
+
+def test_the_optimizer_comparison_is_read_from_its_recorded_runs():
+    runs, curves = guide.optimizer_results(OPTIMIZER_RUNS)
+    rows = {row["recipe"]: row for row in runs["rows"]}
+    assert list(rows) == ["default", "quickstart_adamw"] and runs["repeats"] == 3
+    # The recipes' settings are read from today's train.py and config file: the recording must
+    # be of those recipes, so the steps and tokens it logged must be theirs.
+    assert rows["default"]["optimizer"] == "muon" and rows["quickstart_adamw"]["optimizer"] == "adamw"
+    assert rows["default"]["steps"] == guide.train.TrainConfig().max_iters
+    summary = json.loads((OPTIMIZER_RUNS / "summary.json").read_text())
+    for recipe, row in rows.items():
+        assert row["steps"] == summary["recipes"][recipe]["steps"]
+        for n, curve in enumerate(curves[recipe]):
+            records = [json.loads(line) for line in
+                       (OPTIMIZER_RUNS / f"{recipe}-{n + 1}" / "metrics.jsonl").read_text().splitlines()]
+            evals = [r for r in records if r["event"] == "eval"]
+            assert evals[-1]["iter"] == row["steps"]
+            assert [v for _, v in curve["eval"]] == [r["val_loss"] for r in evals]
+            assert min(r["val_loss"] for r in evals) == row["best_val_loss"][n]
+    # The comparison is at equal time: Muon's median run took no longer than AdamW's.
+    assert rows["default"]["median_seconds"] <= rows["quickstart_adamw"]["median_seconds"]
+
+
+def test_newton_schulz_flops_are_what_pytorchs_muon_step_computes():
+    # The guide's arithmetic, against the FLOPs PyTorch's own FLOP counter sees in one
+    # torch.optim.Muon step (its matrix products are the Newton-Schulz iterations).
+    from torch.utils.flop_counter import FlopCounterMode
+    for shape in [(512, 128), (128, 512), (384, 128), (128, 128)]:
+        param = torch.nn.Parameter(torch.randn(shape))
+        param.grad = torch.randn(shape)
+        optimizer = torch.optim.Muon([param], lr=0.01)
+        with FlopCounterMode(display=False) as counter:
+            optimizer.step()
+        assert guide.newton_schulz_flops(shape) == counter.get_total_flops()
+
+
+@pytest.mark.parametrize("remove", ["summary.json", "quickstart_adamw-2/metrics.jsonl"])
+def test_an_incomplete_optimizer_runs_folder_is_a_clear_error(tmp_path, remove):
+    folder = tmp_path / "runs"
+    shutil.copytree(OPTIMIZER_RUNS, folder)
+    (folder / remove).unlink()
+    with pytest.raises(guide.GuideError, match=re.escape(remove)) as error:
+        guide.optimizer_results(folder)
+    assert "--optimizer_results_dir" in str(error.value)
+
+
+def test_chapter_4_shows_the_optimizer_table(built):
+    _, build_dir, pdf, data = built
+    assert (build_dir / "figures" / "optimizer_curves.svg").is_file()
+    text = " ".join(pdf_text(pdf).split())
+    for row in data["optimizer_runs"]["rows"]:
+        assert f"{row['lowest_val_loss']:.4f}" in text and f"{row['median_seconds']:.1f} s" in text

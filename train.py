@@ -65,10 +65,10 @@ from optim import configure_optimizer, set_lr
 
 @dataclass
 class TrainConfig:
-    # Defaults: the CPU quick start, under two minutes on two laptop cores, reaching a val loss
-    # of ~1.69 on character-level Shakespeare (nanoGPT's 4-layer CPU recipe: 1.88 in the same time).
-    # On a CPU the budget is arithmetic: a 1-layer model sees 3.4M characters in that time and
-    # beats a 4-layer one that sees a third of that. Names follow nanoGPT's train.py.
+    # Defaults: the CPU quick start, about a minute on two laptop cores, reaching a val loss of ~1.66
+    # on character-level Shakespeare (nanoGPT's 4-layer CPU recipe: 1.88 in the same time). On a CPU
+    # the budget is arithmetic: 1 layer sees 2.9M characters in that time, 4 would see a third of it.
+    # Muon beats AdamW in the same time (README, "Optimizers"; the AdamW recipe: config/quickstart_adamw.py).
     # --- output, evaluation, checkpoints ---
     out_dir: str = "out"  # ckpt.pt and metrics.jsonl go here
     eval_interval: int = 500  # evaluate (and checkpoint) every this many iterations, and at the end
@@ -87,7 +87,7 @@ class TrainConfig:
     dataset: str = "shakespeare_char"  # the folder data/<dataset>/ that prepare.py writes
     data_dir: Optional[str] = None  # folder holding the datasets; None = data/ next to prepare.py
     gradient_accumulation_steps: int = 1  # micro-steps per optimizer step, counted over all GPUs
-    batch_size: int = 24  # sequences per micro-step, per GPU
+    batch_size: int = 48  # sequences per micro-step, per GPU (Muon's fixed cost per step favours large batches)
     block_size: int = 64  # context length: tokens per sequence
     # --- model (scratch only: resume and gpt2* bring their own shape; dropout always applies) ---
     n_layer: int = 1  # the CPU quick start; config/train_shakespeare_char.py has the 6-layer GPU model
@@ -97,18 +97,18 @@ class TrainConfig:
     bias: bool = False  # biases in Linear/LayerNorm: GPT-2 has them; without is slightly faster
     # --- the optimizer (optim.py) and the learning-rate schedule ---
     # 'adamw' for every parameter, or 'muon' for the blocks' matrices and AdamW for the rest
-    optimizer: Literal["adamw", "muon"] = "adamw"
+    optimizer: Literal["adamw", "muon"] = "muon"
     learning_rate: float = 8e-3  # the peak, reached after warmup
-    max_iters: int = 2200  # optimizer steps in total
+    max_iters: int = 950  # optimizer steps in total
     weight_decay: float = 0.1  # decay, on matrices only
     beta1: float = 0.9  # AdamW momentum
-    beta2: float = 0.95  # AdamW second-moment decay, as for GPT-2; small-batch recipes often use 0.99
+    beta2: float = 0.99  # AdamW second-moment decay: GPT-2 used 0.95; small-batch recipes often use 0.99
     muon_lr_ratio: float = 1.0  # Muon's learning rate = learning_rate x this
     # Muon's per-matrix scaling: AdamW-sized updates (Moonshot), or 'original' (Keller Jordan's)
     muon_lr_scaling: Literal["match_rms_adamw", "original"] = "match_rms_adamw"
     grad_clip: float = 1.0  # clip the global gradient norm to this; 0 = no clipping
     decay_lr: bool = True  # False: constant learning_rate
-    warmup_iters: int = 100  # linear warmup steps before the cosine
+    warmup_iters: int = 70  # linear warmup steps before the cosine
     lr_decay_iters: Optional[int] = None  # cosine ends here; None = max_iters
     min_lr: Optional[float] = None  # the floor of the cosine; None = learning_rate / 10
     # --- system ---
@@ -379,7 +379,7 @@ def training_loop(run):
     log.say(f"{dist.world_size} process(es), {grad_accum_steps} micro-step(s) each: "
             f"{tokens_per_iter:,} tokens per iteration")
     flops_per_token, peak = raw_model.flops_per_token(), common.peak_flops(cfg.device)
-    # step_seconds: a moving average; started: eval records carry the seconds since (loss vs time)
+    # step_seconds: a moving average; started: every record carries the seconds since (loss vs time)
     start_iter, last_eval, step_seconds, started = run.iter_num, {}, None, time.perf_counter()
     while True:
         iter_num = run.iter_num
@@ -430,7 +430,7 @@ def training_loop(run):
         if iter_num % cfg.log_interval == 0:
             tokens_per_sec = tokens_per_iter / dt
             record = {"event": "train", "iter": iter_num, "loss": loss_value, "lr": lr,
-                      "ms_per_iter": dt * 1000, "tokens_per_sec": tokens_per_sec}
+                      "ms_per_iter": dt * 1000, "tokens_per_sec": tokens_per_sec, "seconds": time.perf_counter() - started}
             line = (f"iter {iter_num}/{cfg.max_iters}: loss {loss_value:.4f}, lr {lr:.2e}, "
                     f"{dt * 1000:.1f} ms/iter, {tokens_per_sec:,.0f} tokens/s")
             if peak:  # model FLOPs utilisation: the share of the GPUs' peak doing useful maths
