@@ -93,7 +93,7 @@ class TrainConfig:
     n_layer: int = 1  # the CPU quick start; config/train_shakespeare_char.py has the 6-layer GPU model
     n_head: int = 4  # 4 heads of 32 dimensions
     n_embd: int = 128  # width of the residual stream
-    dropout: float = 0.0  # no regularisation needed: two minutes of training cannot overfit
+    dropout: float = 0.0  # no regularisation needed: a minute of training cannot overfit
     bias: bool = False  # biases in Linear/LayerNorm: GPT-2 has them; without is slightly faster
     # --- the optimizer (optim.py) and the learning-rate schedule ---
     # 'adamw' for every parameter, or 'muon' for the blocks' matrices and AdamW for the rest
