@@ -322,6 +322,12 @@ def restore_training_state(checkpoint, model, optimizer, scaler, loader):
     """Load what training_state() saved into a new run's model, optimizer, scaler and data loader;
     returns (iter_num, best_val_loss). The random generators go back last, with restore_rng(),
     after everything that draws from them."""
+    # The optimizer's state only fits the optimizer that made it (Muon's momentum is not AdamW's
+    # moments). Checkpoints from before the option existed were AdamW's.
+    saved, asked = checkpoint["config"].get("optimizer", "adamw"), getattr(optimizer, "name", None)
+    if asked is not None and saved != asked:
+        raise CheckpointError(f"{checkpoint['path']} was trained with optimizer={saved} and this run asks for "
+                              f"optimizer={asked}: resume with --optimizer={saved}")
     restore_weights(checkpoint, model, optimizer)
     if checkpoint["scaler"]:
         scaler.load_state_dict(checkpoint["scaler"])

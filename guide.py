@@ -13,8 +13,8 @@ The guide cannot go stale, because nothing in it is copied by hand:
   - Every figure and number comes from a real run of this code: the checkpoint in --ckpt_dir,
     or out/ckpt.pt (what `python train.py` writes), or, when there is neither, a shortened
     quick-start run that the build trains itself into build_dir/run. The GPU figures in the
-    results chapter and the tokenizer experiment in chapter 1 are read from the recorded runs
-    in results/.
+    results chapter, the tokenizer experiment in chapter 1 and the optimizer comparison in
+    chapter 4 are read from the recorded runs in results/.
 
 Steps, in order (the slow ones last, so a broken listing fails in a second):
   1. collect the listings named in guide/*.typ;

@@ -78,8 +78,8 @@ class Optimizers:
     keeps "lr_ratio", its learning rate relative to the schedule's, so set_lr() drives them all.
     """
 
-    def __init__(self, optimizers):
-        self.optimizers = list(optimizers)
+    def __init__(self, optimizers, name="adamw"):
+        self.optimizers, self.name = list(optimizers), name  # name: "adamw" or "muon", as configured
         for group in self.param_groups:
             group.setdefault("lr_ratio", 1.0)
 
@@ -119,7 +119,7 @@ def configure_optimizer(model, name="adamw", learning_rate=6e-4, weight_decay=0.
     if name not in OPTIMIZERS:
         raise ConfigError(f"optimizer={name!r}: use one of {', '.join(OPTIMIZERS)}")
     if name == "adamw":
-        return Optimizers([adamw(list(model.named_parameters()), learning_rate, weight_decay, betas, device)])
+        return Optimizers([adamw(list(model.named_parameters()), learning_rate, weight_decay, betas, device)], name)
     matrices, rest = split_parameters(model)
     if any(isinstance(p, DTensor) for _, p in matrices):
         raise ConfigError("optimizer=muon orthogonalises whole matrices, and parallel=fsdp splits them "
@@ -128,4 +128,4 @@ def configure_optimizer(model, name="adamw", learning_rate=6e-4, weight_decay=0.
                             weight_decay=weight_decay, momentum=muon_momentum, nesterov=True,
                             adjust_lr_fn=muon_lr_scaling)
     muon.param_groups[0]["lr_ratio"] = muon_lr_ratio
-    return Optimizers([muon, adamw(rest, learning_rate, weight_decay, betas, device)])
+    return Optimizers([muon, adamw(rest, learning_rate, weight_decay, betas, device)], name)

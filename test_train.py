@@ -363,6 +363,22 @@ def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path, data_dir
     assert read_metrics(out_dir) == read_metrics(straight_dir)  # same losses, same events, no repeats
 
 
+def test_resuming_with_the_other_optimizer_is_one_clear_line(tmp_path, data_dir, straight_run):
+    # AdamW's moments cannot become Muon's momentum: refused before anything is loaded, naming
+    # the option that resumes it. (A checkpoint without the option, from before Muon, is AdamW's.)
+    out_dir = tmp_path / "out"
+    shutil.copytree(straight_run[0], out_dir)
+    with pytest.raises(CheckpointError, match=r"ckpt.pt was trained with optimizer=adamw and this run asks "
+                                              r"for optimizer=muon: resume with --optimizer=adamw"):
+        train.main(tiny_args(out_dir, data_dir, init_from="resume", max_iters=16, optimizer="muon"))
+    checkpoint = ckpt_io.load_checkpoint(out_dir / "ckpt.pt")
+    del checkpoint["config"]["optimizer"]
+    ckpt_io.save_checkpoint(checkpoint, out_dir / "ckpt.pt")
+    with pytest.raises(CheckpointError, match="trained with optimizer=adamw"):
+        train.main(tiny_args(out_dir, data_dir, init_from="resume", max_iters=16, optimizer="muon"))
+    train.main(tiny_args(out_dir, data_dir, init_from="resume", max_iters=16))  # AdamW resumes it
+
+
 def test_checkpoint_contents_and_metrics(straight_run):
     straight_dir, summary = straight_run
     checkpoint = ckpt_io.load_checkpoint(straight_dir / "ckpt.pt")
