@@ -224,13 +224,17 @@ def bench_train(cfg, device, dtype):
         result["peak_flops"] = peak
     if device.startswith("cuda"):
         result["max_memory_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
-    print(f"train: {result['params'] / 1e6:.1f}M parameters, batch {batch_size}x{T}"
-          f"{f' x{cfg.gradient_accumulation_steps}' if cfg.gradient_accumulation_steps > 1 else ''}, "
-          f"{dtype}, {cfg.optimizer}, compile={use_compile}"
-          f"{', activation checkpointing' if cfg.activation_checkpointing else ''}: "
-          f"{result['ms_per_step']:.1f} ms/step, "
-          f"{result['tokens_per_sec']:,.0f} tokens/s"
-          + (f", MFU {result['mfu']:.1%}" if "mfu" in result else "") + f" on {result['device']}")
+    # Under torchrun only rank 0 reports: every rank runs the same synchronised steps, and
+    # several processes writing to one stdout could glue their lines together.
+    result["report"] = dist.is_master
+    if dist.is_master:
+        print(f"train: {result['params'] / 1e6:.1f}M parameters, batch {batch_size}x{T}"
+              f"{f' x{cfg.gradient_accumulation_steps}' if cfg.gradient_accumulation_steps > 1 else ''}, "
+              f"{dtype}, {cfg.optimizer}, compile={use_compile}"
+              f"{', activation checkpointing' if cfg.activation_checkpointing else ''}: "
+              f"{result['ms_per_step']:.1f} ms/step, "
+              f"{result['tokens_per_sec']:,.0f} tokens/s"
+              + (f", MFU {result['mfu']:.1%}" if "mfu" in result else "") + f" on {result['device']}")
     teardown_distributed(dist)
     return result
 
@@ -595,8 +599,9 @@ def main(argv=None):
         device = common.pick_device(cfg.device)
         dtype = common.pick_dtype(device, cfg.dtype)
         result = bench_train(cfg, device, dtype) if cfg.mode == "train" else bench_generate(cfg, device, dtype)
+    report = result.pop("report", True)  # False on the ranks other than 0 under torchrun
     result["config"] = dataclasses.asdict(cfg)
-    if cfg.json:
+    if cfg.json and report:
         print(json.dumps(result))
     return result
 

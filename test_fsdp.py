@@ -245,6 +245,7 @@ def test_bench_times_the_sharded_step_under_torchrun(tmp_path):
     # What .ci/gpu measures on a GPU (gpt2-medium, FSDP against DDP), in small, on the CPU.
     result = torchrun(["--preset=quickstart", "--batch_size=2", "--warmup_iters=1", "--iters=2",
                        "--parallel=fsdp", "--json"], tmp_path, script=REPO / "bench.py")
+    # One report, rank 0's: two processes printing to one stdout could glue their lines together.
     reports = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
-    assert reports and all(r["parallel"] == "fsdp" and r["processes"] == 2 for r in reports)
-    assert all(r["ms_per_step"] > 0 for r in reports)
+    assert len(reports) == 1 and result.stdout.count("train: ") == 1
+    assert reports[0]["parallel"] == "fsdp" and reports[0]["processes"] == 2 and reports[0]["ms_per_step"] > 0
