@@ -734,11 +734,6 @@ def optimizer_results(folder):
     recorded_runs_dir(folder, [f"{names[recipe]}-{n + 1}/{metrics.METRICS_NAME}" for recipe, row
                                in summary["recipes"].items() for n in range(len(row["runs"]))],
                       "optimizer_results_dir")
-    # What Newton-Schulz costs, per step, next to the model's own forward and backward.
-    with torch.device("meta"):
-        model = GPT(bench.model_config(bench.BenchConfig(preset="quickstart")))
-    matrices, _ = optim.split_parameters(model)
-    ns_flops = sum(newton_schulz_flops(p.shape) for _, p in matrices)
     rows, curves = [], {}
     for recipe, row in summary["recipes"].items():
         config = train.TrainConfig()  # what the recipe's config file sets, over train.py's defaults
@@ -749,7 +744,15 @@ def optimizer_results(folder):
             train_records, eval_records = read_metrics(folder / f"{names[recipe]}-{n + 1}" / metrics.METRICS_NAME)
             curves[recipe].append(dict(train=[(r["seconds"], r["loss"]) for r in train_records],
                                        eval=[(r["seconds"], r["val_loss"]) for r in eval_records]))
+        # What Newton-Schulz would cost per step on this recipe's model (shapes only, on the meta
+        # device), next to the model's own forward and backward on the recipe's batch.
+        with torch.device("meta"):
+            model = GPT(GPTConfig(n_layer=config.n_layer, n_head=config.n_head, n_embd=config.n_embd,
+                                  block_size=config.block_size, vocab_size=65, bias=config.bias))
+        matrices, _ = optim.split_parameters(model)
         rows.append(dict(recipe=recipe, name=names[recipe], command=row["command"], optimizer=config.optimizer,
+                         n_layer=config.n_layer, n_embd=config.n_embd, matrices=len(matrices),
+                         ns_gflop_per_step=sum(newton_schulz_flops(p.shape) for _, p in matrices) / 1e9,
                          steps=row["steps"], batch_size=config.batch_size, block_size=config.block_size,
                          learning_rate=config.learning_rate, beta2=config.beta2, warmup_iters=config.warmup_iters,
                          tokens=row["steps"] * config.batch_size * config.block_size,
@@ -757,8 +760,7 @@ def optimizer_results(folder):
                          best_val_loss=[r["best_val_loss"] for r in row["runs"]],
                          median_best_val_loss=row["median_best_val_loss"], lowest_val_loss=row["best_val_loss"],
                          model_gflop_per_step=model.flops_per_token() * config.batch_size * config.block_size / 1e9))
-    return dict(folder=shown_path(folder), repeats=summary["repeats"], rows=rows, ns_gflop_per_step=ns_flops / 1e9,
-                ns_steps=5, matrices=[list(p.shape) for _, p in matrices]), curves
+    return dict(folder=shown_path(folder), repeats=summary["repeats"], rows=rows, ns_steps=5), curves
 
 
 def newton_schulz_flops(shape, steps=5):
