@@ -66,7 +66,7 @@ from common import ConfigError, UserError
 from configurator import parse_config
 from data import BatchLoader, dataset_path
 from distributed import setup_distributed, teardown_distributed, wrap_model
-from metrics import METRICS_NAME
+from metrics import METRICS_NAME, read_metrics
 from model import GPT, GPTConfig
 from optim import configure_optimizer
 from train import TrainConfig, train_step
@@ -299,10 +299,14 @@ def recipe_command(recipe, out_dir):
             + [f"--out_dir={out_dir}", "--overwrite"])
 
 
+def recipe_run_name(recipe, n):
+    """The folder of a recipe's n-th run (1, 2, ...) in --record_dir: e.g. quickstart_adamw-2."""
+    return f"{Path(recipe).stem}-{n}"
+
+
 def read_run(out_dir, seconds):
     """One finished run's figures, from its metrics.jsonl."""
-    records = [json.loads(line) for line in (Path(out_dir) / METRICS_NAME).read_text().splitlines()]
-    evals = [r for r in records if r["event"] == "eval"]
+    _, evals = read_metrics(Path(out_dir) / METRICS_NAME)
     return dict(seconds=seconds, steps=evals[-1]["iter"], best_val_loss=min(r["val_loss"] for r in evals),
                 final_val_loss=evals[-1]["val_loss"],
                 # (seconds since the loop started, val loss) at each evaluation: the curve to plot
@@ -320,7 +324,7 @@ def bench_recipes(cfg):
         root = Path(cfg.record_dir) if cfg.record_dir else Path(tmp)
         for round_ in range(cfg.repeats):
             for recipe in recipes:  # taking turns: a burst of load elsewhere slows every recipe alike
-                out_dir = root / f"{Path(recipe).stem}-{round_ + 1}"
+                out_dir = root / recipe_run_name(recipe, round_ + 1)
                 t0 = time.perf_counter()
                 # train.py's progress goes to stdout; ours is the table, so it is kept out of it.
                 done = subprocess.run(recipe_command(recipe, out_dir), stdout=subprocess.DEVNULL, cwd=ROOT)

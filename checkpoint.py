@@ -16,7 +16,8 @@ Checkpoints: saving a run so that nothing is lost, and loading a trained model b
   file (ckpt.pt) or, for a model sharded by FSDP, as PyTorch Distributed Checkpoint shards that
   every process writes at once (a ckpt-<iter>/ folder, named by ckpt.json);
   `load_training_checkpoint()` and `restore_training_state()` read either back, into any number
-  of processes; `restore_rng()` puts the generators back.
+  of processes (refusing a run that asks for another optimizer than the one that made it);
+  `restore_rng()` puts the generators back.
 """
 
 import contextlib

@@ -271,17 +271,6 @@ def shown_path(path):
     return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
 
 
-def read_metrics(path):
-    """metrics.jsonl -> (train records, eval records); missing file -> empty lists."""
-    train_records, eval_records = [], []
-    if Path(path).is_file():
-        for line in Path(path).read_text(encoding="utf-8").splitlines():
-            with contextlib.suppress(json.JSONDecodeError):
-                record = json.loads(line)
-                (eval_records if record.get("event") == "eval" else train_records).append(record)
-    return train_records, eval_records
-
-
 # --------------------------------------------------------------------------------------------
 # 3. Measurements. Each returns plain numbers/strings for data.json; figures go to `fig`.
 # --------------------------------------------------------------------------------------------
@@ -625,7 +614,7 @@ def gpu_results(results_dir):
     lines = log.splitlines()
     date = lines[0].strip() if lines else ""
     torch_line = next((l for l in lines if l.startswith("torch ")), "")
-    train_records, eval_records = read_metrics(results_dir / "baby_metrics.jsonl")
+    train_records, eval_records = metrics.read_metrics(results_dir / "baby_metrics.jsonl")
     evals_text = (results_dir / "baby_train_evals.txt").read_text(encoding="utf-8")
     params = re.search(r"model: ([\d.]+)M parameters", evals_text)
     best = min(eval_records, key=lambda r: r["val_loss"])
@@ -706,7 +695,7 @@ def tokenizer_results(folder):
         seed_runs = [run for run in runs if run.split("-seed")[0] == name]
         logs = [read_train_log(folder / "logs" / f"{run}.log") for run in seed_runs]
         config, params_m, tokens_per_iter = logs[0]
-        _, eval_records = read_metrics(folder / "metrics" / f"{name}.jsonl")
+        _, eval_records = metrics.read_metrics(folder / "metrics" / f"{name}.jsonl")
         meta = datasets[config["dataset"]]
         first = exact[name]
         steps = eval_records[-1]["iter"]
@@ -730,18 +719,18 @@ def optimizer_results(folder):
     figure's curves ({recipe: [dict(train=[(seconds, loss)], eval=[(seconds, val loss)])]})."""
     folder = recorded_runs_dir(folder, ("summary.json",), "optimizer_results_dir")
     summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
-    names = {recipe: Path(recipe).stem for recipe in summary["recipes"]}
-    recorded_runs_dir(folder, [f"{names[recipe]}-{n + 1}/{metrics.METRICS_NAME}" for recipe, row
-                               in summary["recipes"].items() for n in range(len(row["runs"]))],
+    run_logs = {recipe: [folder / bench.recipe_run_name(recipe, n + 1) / metrics.METRICS_NAME
+                         for n in range(len(row["runs"]))] for recipe, row in summary["recipes"].items()}
+    recorded_runs_dir(folder, [str(path.relative_to(folder)) for paths in run_logs.values() for path in paths],
                       "optimizer_results_dir")
     rows, curves = [], {}
     for recipe, row in summary["recipes"].items():
-        config = train.TrainConfig()  # what the recipe's config file sets, over train.py's defaults
-        if recipe != "default":
-            config = parse_config(config, [str(REPO_ROOT / row["command"].split()[-1])])
+        # What the recipe's config file sets, over train.py's defaults (as bench.py ran it).
+        config_file = bench.recipe_file(recipe)
+        config = parse_config(train.TrainConfig(), [str(config_file)] if config_file else [])
         curves[recipe] = []
-        for n in range(len(row["runs"])):
-            train_records, eval_records = read_metrics(folder / f"{names[recipe]}-{n + 1}" / metrics.METRICS_NAME)
+        for path in run_logs[recipe]:
+            train_records, eval_records = metrics.read_metrics(path)
             curves[recipe].append(dict(train=[(r["seconds"], r["loss"]) for r in train_records],
                                        eval=[(r["seconds"], r["val_loss"]) for r in eval_records]))
         # What Newton-Schulz would cost per step on this recipe's model (shapes only, on the meta
@@ -750,7 +739,7 @@ def optimizer_results(folder):
             model = GPT(GPTConfig(n_layer=config.n_layer, n_head=config.n_head, n_embd=config.n_embd,
                                   block_size=config.block_size, vocab_size=65, bias=config.bias))
         matrices, _ = optim.split_parameters(model)
-        rows.append(dict(recipe=recipe, name=names[recipe], command=row["command"], optimizer=config.optimizer,
+        rows.append(dict(recipe=recipe, name=Path(recipe).stem, command=row["command"], optimizer=config.optimizer,
                          n_layer=config.n_layer, n_embd=config.n_embd, matrices=len(matrices),
                          ns_gflop_per_step=sum(newton_schulz_flops(p.shape) for _, p in matrices) / 1e9,
                          steps=row["steps"], batch_size=config.batch_size, block_size=config.block_size,
@@ -1068,7 +1057,7 @@ def build(cfg):
     dataset = ckpt["meta"].get("name", run_config.get("dataset", "shakespeare_char"))
     with contextlib.redirect_stdout(io.StringIO()):
         dataset_dir = prepare.ensure_dataset(dataset, run_config.get("data_dir"))
-    train_records, eval_records = read_metrics(ckpt_dir / metrics.METRICS_NAME)
+    train_records, eval_records = metrics.read_metrics(ckpt_dir / metrics.METRICS_NAME)
     source = f"{shown_path(ckpt_dir / checkpoint.CHECKPOINT_NAME)} (iteration {ckpt['iter_num']}, dataset {dataset})"
     log(f"figures from {source}")
 

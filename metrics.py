@@ -1,18 +1,21 @@
 """
 The record of a training run: what train.py prints, metrics.jsonl, and optionally Weights & Biases.
 
-`RunLog.start()` opens the log of a new or resumed run; `RunLog.log(record, line)` does all three for one event: prints the human-readable line, appends
-the record (a dict) as one JSON line to out_dir/metrics.jsonl, and sends it to W&B when asked.
-Only rank 0 logs; other processes get a RunLog that does nothing.
+`RunLog.start()` opens the log of a new or resumed run; `RunLog.log(record, line)` does all
+three for one event: prints the human-readable line, appends the record (a dict) as one JSON line
+to out_dir/metrics.jsonl, and sends it to W&B when asked. Only rank 0 logs; other processes get a
+RunLog that does nothing.
 
-metrics.jsonl is one JSON object per line: easy to append to, to plot (guide.py reads it), and
-to read back after a crash. A resumed run first drops the events it is about to produce again
+metrics.jsonl is one JSON object per line: easy to append to, to plot, and to read back after a
+crash. `read_metrics()` reads it back (guide.py's figures, bench.py's recipes mode); every record
+carries "seconds", the time since the training loop started. A resumed run first drops the events it is about to produce again
 (`trim_metrics`), so the file reads as one uninterrupted run.
 """
 
 import importlib
 import json
 import os
+from pathlib import Path
 
 from common import ConfigError
 
@@ -82,6 +85,20 @@ def trim_metrics(path, iter_num):
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(kept), encoding="utf-8")
     os.replace(tmp, path)
+
+
+def read_metrics(path):
+    """metrics.jsonl -> (train records, eval records); a missing file gives empty lists, and a
+    line cut short by a kill is skipped (guide.py and bench.py read runs through this)."""
+    train_records, eval_records = [], []
+    if Path(path).is_file():
+        for line in Path(path).read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            (eval_records if record.get("event") == "eval" else train_records).append(record)
+    return train_records, eval_records
 
 
 def format_duration(seconds):

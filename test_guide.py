@@ -21,6 +21,7 @@ import pytest
 import torch
 
 import guide
+import metrics
 
 CHAPTERS = ["Tokens", "Attention", "The block and the model", "Training", "Generation",
             "Evaluation", "Results", "Limitations and future work"]
@@ -259,7 +260,7 @@ def test_the_tokenizer_experiment_is_read_from_its_recorded_runs():
     assert len(curves) == 9  # five tokenizers, four of them twice
     for run, points in curves.items():
         row = rows[run.split("-seed")[0]]
-        _, evals = guide.read_metrics(TOKENIZER_RUNS / "metrics" / f"{run}.jsonl")
+        _, evals = metrics.read_metrics(TOKENIZER_RUNS / "metrics" / f"{run}.jsonl")
         expected = [(e["iter"] * row["ms_per_step"] / 1000, e["val_bpb"]) for e in evals]
         assert [tuple(point) for point in points] == [pytest.approx(point) for point in expected]
     # The table's exact bpb is eval.py's; the seeds are the runs' own, read from their logs.
@@ -359,3 +360,14 @@ def test_chapter_4_shows_the_optimizer_table(built):
     text = " ".join(pdf_text(pdf).split())
     for row in data["optimizer_runs"]["rows"]:
         assert f"{row['lowest_val_loss']:.4f}" in text and f"{row['median_seconds']:.1f} s" in text
+
+
+def test_read_metrics_splits_the_events_and_skips_a_line_cut_short(tmp_path):
+    # What guide.py and bench.py read runs with: a kill mid-write leaves half a line at the end.
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"event": "eval", "iter": 0, "val_loss": 4.2}\n{"event": "train", "iter": 0, "loss": 4.1}\n'
+                    '{"event": "train", "iter": 10, "lo')
+    train_records, eval_records = metrics.read_metrics(path)
+    assert eval_records == [{"event": "eval", "iter": 0, "val_loss": 4.2}]
+    assert train_records == [{"event": "train", "iter": 0, "loss": 4.1}]
+    assert metrics.read_metrics(tmp_path / "missing.jsonl") == ([], [])
