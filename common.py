@@ -19,6 +19,7 @@ import time.
 """
 
 import contextlib
+import os
 import sys
 
 import torch
@@ -41,13 +42,25 @@ def run_command(main):
     A UserError's message already names the problem and the fix, so it is printed as one line
     (exit status 1). Anything else is a bug, in this code or in a library, and keeps its
     traceback: catching a broad built-in such as ValueError here would hide those.
+
+    Under torchrun (RANK set) the process then ends with os._exit, once its output is flushed,
+    skipping the interpreter's shutdown. gloo's worker threads (the CPU backend) can still be
+    releasing the last collective's tensors when main() returns; a thread that asks for the GIL
+    while Python shuts down is killed, and killing it inside a C++ destructor aborts the process
+    ("terminate called without an active exception", exit -6), failing a run whose work and
+    files were all done. By then every checkpoint and log line is written and closed.
     """
+    status = 0
     try:
         main()
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+        status = 1
+    if "RANK" in os.environ:  # started by torchrun: see above
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
 
 
 # -----------------------------------------------------------------------------

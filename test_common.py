@@ -1,5 +1,10 @@
 """Tests for common.py: device/dtype selection on CPU, the GPU peak table, user errors vs bugs."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -75,3 +80,29 @@ def test_run_command_prints_user_errors_as_one_line_and_keeps_bugs_loud(capsys):
         with pytest.raises(type(bug)):
             common.run_command(fail)
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("under_torchrun", [False, True])
+@pytest.mark.parametrize("fails", [False, True])
+def test_run_command_under_torchrun_flushes_then_skips_the_interpreter_shutdown(tmp_path, under_torchrun, fails):
+    # Under torchrun the process must end without the interpreter's shutdown (where gloo's
+    # worker threads can abort it), yet keep its buffered output and its exit status.
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import atexit, sys\n"
+        "import common\n"
+        "atexit.register(lambda: print('shutdown ran', file=sys.stderr))\n"
+        "def main():\n"
+        "    print('result line')  # a pipe buffers it: only a flush gets it out before os._exit\n"
+        f"    if {fails}:\n"
+        "        raise common.ConfigError('bad option')\n"
+        "sys.exit(common.run_command(main))\n")
+    env = {k: v for k, v in os.environ.items() if k != "RANK"}
+    env["PYTHONPATH"] = str(Path(common.__file__).parent)
+    if under_torchrun:
+        env["RANK"] = "0"
+    result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == (1 if fails else 0), result.stderr
+    assert result.stdout == "result line\n"
+    assert ("error: bad option" in result.stderr) == fails
+    assert ("shutdown ran" in result.stderr) == (not under_torchrun)
