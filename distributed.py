@@ -54,6 +54,16 @@ class Distributed:
                 f"that number; use e.g. --{name}={self.world_size * math.ceil(total / self.world_size)}")
         return total // self.world_size
 
+    def mean(self, value):
+        """The mean of a tensor over all processes (the tensor itself for one process). For the
+        logged loss: each rank's loss is its own micro-batches', and the mean over the ranks is
+        the whole batch's, the number one process would print."""
+        if self.enabled:
+            value = value.clone()  # all_reduce works in place: leave the caller's tensor alone
+            torch.distributed.all_reduce(value)  # a sum: gloo, the CPU backend, has no AVG
+            value /= self.world_size
+        return value
+
     def barrier(self):
         """Wait here until every process has arrived (a no-op for a single process)."""
         if self.enabled:

@@ -415,7 +415,7 @@ def training_loop(run):
         t0 = time.perf_counter()
         loss = train_step(model, run.optimizer, lambda: run.loader.get_batch("train"), grad_accum_steps,
                           run.scaler, cfg.grad_clip, run.ctx)
-        loss_value = loss.item()  # waits for the GPU: the step is really done
+        loss_value = dist.mean(loss).item()  # the whole batch's, the same on every rank; waits for the GPU
         dt = time.perf_counter() - t0
         if not math.isfinite(loss_value):
             last = find_checkpoint(cfg.out_dir)
