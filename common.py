@@ -41,7 +41,8 @@ def run_command(main):
 
     A UserError's message already names the problem and the fix, so it is printed as one line
     (exit status 1). Anything else is a bug, in this code or in a library, and keeps its
-    traceback: catching a broad built-in such as ValueError here would hide those.
+    traceback: catching a broad built-in such as ValueError here would hide those. A reader that
+    closes stdout early (a pipe into `head`) ends the script quietly with status 1.
 
     Under torchrun (RANK set) the process then ends with os._exit, once its output is flushed,
     skipping the interpreter's shutdown. gloo's worker threads (the CPU backend) can still be
@@ -55,6 +56,12 @@ def run_command(main):
         main()
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        status = 1
+    except BrokenPipeError:
+        # Whoever read stdout stopped (`python sample.py | head`): stop quietly, as Unix tools
+        # do. Python would print a traceback, and again when it flushes stdout at exit; pointing
+        # stdout at /dev/null silences that second one (the recipe in Python's `signal` docs).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         status = 1
     if "RANK" in os.environ:  # started by torchrun: see above
         sys.stdout.flush()

@@ -106,3 +106,21 @@ def test_run_command_under_torchrun_flushes_then_skips_the_interpreter_shutdown(
     assert result.stdout == "result line\n"
     assert ("error: bad option" in result.stderr) == fails
     assert ("shutdown ran" in result.stderr) == (not under_torchrun)
+
+
+def test_run_command_stops_quietly_when_the_reader_of_stdout_goes_away(tmp_path):
+    # `python sample.py | head -1`: head exits after one line and the next write fails.
+    script = tmp_path / "script.py"
+    script.write_text("import sys\nimport common\n"
+                      "def main():\n"
+                      "    for i in range(100_000):\n"
+                      "        print('a line of generated text', i)\n"
+                      "sys.exit(common.run_command(main))\n")
+    env = dict(os.environ, PYTHONPATH=str(Path(common.__file__).parent))
+    with subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as process:
+        assert process.stdout.readline() == "a line of generated text 0\n"
+        process.stdout.close()  # what head does after its line
+        stderr = process.stderr.read()
+        status = process.wait(timeout=60)
+    assert stderr == "" and status == 1
