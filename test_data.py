@@ -1,4 +1,5 @@
-"""Tests for download.py, tokenizer.py, data.py's file formats and prepare.py. CPU only, no network.
+"""Tests for download.py, tokenizer.py, data.py (its file formats and its one reader, BatchLoader)
+and prepare.py. CPU only, no network.
 
 Downloads are tested against conftest.py's `fake_hub`, a tiny HTTP server on
 127.0.0.1 that serves bytes the test chose and can misbehave on purpose (send a
@@ -8,21 +9,25 @@ truncated body, answer 404 or 503); one test adds a server that ignores Range.
 import hashlib
 import json
 import http.server
+import os
 import socket
 import subprocess
 import sys
 import threading
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import data
 import download
 import prepare
 import tokenizer
+import train
 from common import ConfigError, run_command
-from data import DataError, ShardError
+from data import BatchLoader, DataError, ShardError
 from download import DownloadError
 from tokenizer import TokenizerError
 
@@ -643,3 +648,136 @@ def test_every_bundled_file_has_its_origin_and_terms_in_the_notice():
     # OpenAI's licence for the GPT-2 files must travel with them, in full.
     assert "Modified MIT License" in notice and "Software Copyright (c) 2019 OpenAI" in notice
     assert (REPO_ROOT / "LICENSE").read_text(encoding="utf-8").startswith("MIT License")
+
+
+# ----------------------------------------------------------------------------
+# The one data reader: data.BatchLoader (windows, ranks, resume, memory, errors)
+
+
+def write_bin_dataset(directory, train_tokens, val_tokens, vocab_size=65, tokenizer="char"):
+    directory.mkdir(parents=True)
+    np.asarray(train_tokens, dtype="<u2").tofile(directory / "train.bin")
+    np.asarray(val_tokens, dtype="<u2").tofile(directory / "val.bin")
+    chars = [chr(32 + i) for i in range(vocab_size)] if tokenizer == "char" else None  # any distinct characters
+    data.write_meta(directory, {"tokenizer": tokenizer, "vocab_size": vocab_size, "dtype": "uint16",
+                                   "format": "bin", "train_tokens": len(train_tokens),
+                                   "val_tokens": len(val_tokens), "chars": chars})
+    return directory
+
+
+def test_batches_are_next_token_windows_from_llmc_shards(tmp_path):
+    directory = tmp_path / "shards"
+    directory.mkdir()
+    # Two shards of consecutive ids with a gap between them: a window crossing from one file
+    # into the other would show a jump.
+    data.write_shard(directory / "train_1.bin", np.arange(0, 300))
+    data.write_shard(directory / "train_2.bin", np.arange(1000, 1100))
+    data.write_shard(directory / "val_0.bin", np.arange(5000, 5050))
+    data.write_meta(directory, {"tokenizer": "gpt2", "vocab_size": 50257, "dtype": "uint16",
+                                   "format": "shards", "train_shards": ["train_1.bin", "train_2.bin"],
+                                   "val_shards": ["val_0.bin"]})
+    loader = BatchLoader(directory, batch_size=8, block_size=16)
+    seen_files = set()
+    for _ in range(50):
+        x, y = loader.get_batch("train")
+        assert x.shape == y.shape == (8, 16) and x.dtype == torch.int64
+        assert torch.equal(y[:, :-1], x[:, 1:])  # y is x shifted by one
+        assert torch.all(y - x == 1)  # consecutive: within one file, and the header skipped
+        seen_files |= {int(v) // 1000 for v in x[:, 0]}
+    assert seen_files == {0, 1}  # both train shards are sampled
+    x, _ = next(loader.eval_batches("val", 1))
+    assert x.min() >= 5000
+
+
+def test_the_last_window_of_every_file_is_drawn(tmp_path):
+    # Files of exactly T + 1 tokens hold one window each, whose last target is the file's last
+    # token: every file must be drawn (no off-by-one in choosing the file) and that token used.
+    directory = tmp_path / "shards"
+    directory.mkdir()
+    names = [f"train_{i}.bin" for i in range(3)]
+    for i, name in enumerate(names):
+        data.write_shard(directory / name, np.arange(1000 * i, 1000 * i + 17))
+    data.write_meta(directory, {"tokenizer": "gpt2", "vocab_size": 50257, "dtype": "uint16",
+                                   "format": "shards", "train_shards": names, "val_shards": names[:1]})
+    loader = BatchLoader(directory, batch_size=8, block_size=16)
+    seen_files = set()
+    for _ in range(10):
+        x, y = loader.get_batch("train")
+        assert torch.all(y[:, -1] % 1000 == 16)
+        seen_files |= {int(v) // 1000 for v in x[:, 0]}
+    assert seen_files == {0, 1, 2}
+
+
+def test_ranks_take_their_slice_of_one_stream_and_resume_replays_it(data_dir):
+    tiny = data_dir / "tiny"
+    single = BatchLoader(tiny, batch_size=4, block_size=16, seed=7)
+    rank0 = BatchLoader(tiny, batch_size=4, block_size=16, seed=7, rank=0, world_size=2)
+    rank1 = BatchLoader(tiny, batch_size=4, block_size=16, seed=7, rank=1, world_size=2)
+    for _ in range(3):
+        first, second = single.get_batch()[0], single.get_batch()[0]
+        x0, x1 = rank0.get_batch()[0], rank1.get_batch()[0]
+        assert not torch.equal(x0, x1)  # ranks see different data...
+        assert torch.equal(x0, first) and torch.equal(x1, second)  # ...together what one process sees
+
+    state = rank0.state_dict()
+    expected = [rank0.get_batch()[0] for _ in range(3)]
+    fresh = BatchLoader(tiny, batch_size=4, block_size=16, seed=999, rank=0, world_size=2)
+    fresh.load_state_dict(state)
+    assert all(torch.equal(fresh.get_batch()[0], x) for x in expected)
+
+
+def test_eval_batches_are_fixed_and_do_not_move_the_training_stream(data_dir):
+    loader = BatchLoader(data_dir / "tiny", batch_size=4, block_size=16)
+    before = loader.state_dict()["generator"].clone()
+    first = [x for x, _ in loader.eval_batches("val", 3)]
+    again = [x for x, _ in loader.eval_batches("val", 3)]
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert torch.equal(loader.state_dict()["generator"], before)
+
+
+def current_rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads RSS from Linux's /proc")
+def test_loader_memory_stays_flat_over_thousands_of_batches(tmp_path):
+    tokens = np.random.default_rng(0).integers(0, 65, size=4_000_000, dtype=np.uint16)  # an 8 MB file
+    directory = write_bin_dataset(tmp_path / "big", tokens, tokens[:1000])
+    loader = BatchLoader(directory, batch_size=16, block_size=256)
+    for _ in range(200):  # warm up allocator caches
+        loader.get_batch("train")
+    tracemalloc.start()
+    rss_before = current_rss_bytes()
+    for _ in range(2000):  # 8M tokens read at random: every page of the file, many times over
+        loader.get_batch("train")
+    rss_growth = current_rss_bytes() - rss_before
+    python_growth = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    assert rss_growth < 2_000_000, f"RSS grew by {rss_growth / 1e6:.1f} MB"
+    assert python_growth < 1_000_000, f"Python allocations grew by {python_growth / 1e6:.1f} MB"
+
+    # The measurement can see the leak it guards against: a memmap kept open and read all over
+    # maps the whole 8 MB file into the process.
+    kept = np.memmap(directory / "train.bin", dtype=np.uint16, mode="r")
+    rss_before = current_rss_bytes()
+    kept[::1024].sum()  # touch every 4 KB page
+    assert current_rss_bytes() - rss_before > 6_000_000
+    del kept
+
+
+def test_missing_dataset_names_the_prepare_command(tmp_path):
+    with pytest.raises(DataError, match=r"python prepare\.py fineweb10B --num_shards=1"):
+        train.main(["--dataset=fineweb10B", f"--data_dir={tmp_path}", f"--out_dir={tmp_path / 'out'}",
+                    "--device=cpu"])
+    directory = write_bin_dataset(tmp_path / "mytext", range(100), range(50))
+    (directory / "val.bin").unlink()
+    with pytest.raises(DataError, match=r"val\.bin is missing.*python prepare\.py text .*--name=mytext"):
+        BatchLoader(directory, batch_size=2, block_size=8)
+
+
+def test_split_shorter_than_a_window_says_what_it_has_and_needs(tmp_path, data_dir):
+    directory = write_bin_dataset(tmp_path / "short", range(1000), range(10))
+    with pytest.raises(DataError, match=r"val split .* has 10 tokens.*block_size=16 needs at least 17"):
+        BatchLoader(directory, batch_size=2, block_size=16)
+    BatchLoader(directory, batch_size=2, block_size=9)  # 10 tokens are exactly one window of 9 + 1
