@@ -7,7 +7,9 @@ precision, and how a user's mistake is reported.
    own from it: `ConfigError` here, `CheckpointError` in checkpoint.py, `DataError` in data.py,
    `DownloadError` in download.py, `TrainingError` in train.py. `run_command()` runs a script's
    main() and turns exactly those into one line naming the fix; any other exception is a bug and
-   keeps its whole traceback.
+   keeps its whole traceback. It also stops quietly when the reader of stdout goes away, and
+   ends a process that torchrun started (`started_by_torchrun()`) without the interpreter's
+   shutdown, which gloo's threads could abort.
 2. Device and dtype: which device to run on (cuda, then mps, then cpu), which precision
    (bfloat16 where the GPU supports it, float16 on older GPUs, float32 elsewhere), the autocast
    context that applies it, a `synchronize()` that is a no-op on CPU so timing code has no
@@ -34,6 +36,12 @@ class UserError(Exception):
 
 class ConfigError(UserError):
     """A setting that cannot be used: unknown key, wrong type, value out of range, no such device."""
+
+
+def started_by_torchrun():
+    """Whether torchrun started this process: it sets RANK, LOCAL_RANK and WORLD_SIZE in the
+    environment of each process it starts."""
+    return "RANK" in os.environ
 
 
 def run_command(main):
@@ -63,7 +71,7 @@ def run_command(main):
         # stdout at /dev/null silences that second one (the recipe in Python's `signal` docs).
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         status = 1
-    if "RANK" in os.environ:  # started by torchrun: see above
+    if started_by_torchrun():  # see above
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(status)

@@ -4,8 +4,11 @@ Several processes training one model: joining them under torchrun, and the DDP o
 `torchrun --nproc_per_node=N train.py ...` starts N copies of train.py and sets RANK,
 LOCAL_RANK and WORLD_SIZE in each one's environment. `setup_distributed()` reads those, picks
 this process's GPU and joins the process group; without torchrun it returns a one-process
-`Distributed()` and nothing else changes. `wrap_model()` then spreads the model over the
-processes in one of two ways (train.py's `parallel` option):
+`Distributed()` and nothing else changes. The Distributed it returns knows this process's
+rank and splits work over the processes (`share()`), averages a value over them (`mean()`, for
+the logged loss) and waits for them all (`barrier()`), each a no-op for one process.
+`wrap_model()` then spreads the model over the processes in one of two ways (train.py's
+`parallel` option):
 
 - "ddp", PyTorch's DistributedDataParallel: every process keeps a full copy of the weights,
   gradients and optimizer state (16 bytes per parameter with AdamW in float32); gradients are
@@ -30,7 +33,7 @@ import torch
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from common import ConfigError
+from common import ConfigError, started_by_torchrun
 
 
 @dataclass
@@ -72,7 +75,7 @@ class Distributed:
 
 def setup_distributed(device, parallel="ddp"):
     """Join the process group when started by torchrun; returns (Distributed, device)."""
-    if "RANK" not in os.environ:
+    if not started_by_torchrun():
         if parallel == "fsdp":  # sharding needs processes to shard over, and their process group
             raise ConfigError("parallel=fsdp shards the model over the processes torchrun starts: run "
                               "torchrun --standalone --nproc_per_node=N train.py ... (N=1 works too), "

@@ -29,9 +29,9 @@ the same checkpoint give the same numbers, apart from the timings.
 """
 
 import ast
-import collections
 import contextlib
 import dataclasses
+import inspect
 import io
 import json
 import math
@@ -48,7 +48,6 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import regex
 import torch
 
 import bench
@@ -63,7 +62,7 @@ import sample
 import train
 from configurator import parse_config
 from model import GPT, GPTConfig, causal_mask
-from tokenizer import GPT2_PATTERN, BPETokenizer, CharTokenizer, GPT2Tokenizer, merges_to_lines, train_bpe
+from tokenizer import BPETokenizer, CharTokenizer, GPT2Tokenizer, count_chunks, merges_to_lines, train_bpe
 
 REPO_ROOT = Path(__file__).resolve().parent
 GUIDE_DIR = REPO_ROOT / "guide"  # the Typst sources: guide.typ (the book), lib.typ, one file per chapter
@@ -295,7 +294,7 @@ def token_data():
     bpe_ids = bpe.encode(example)
     bpe_count = len(bpe.encode(text))
 
-    chunks = collections.Counter(regex.findall(GPT2_PATTERN, train_text))  # what train_bpe counts pairs in
+    chunks = count_chunks(train_text)  # what train_bpe counts pairs in
     start = time.perf_counter()
     merges = train_bpe(train_text, LEARNED_VOCAB)
     learn_seconds = time.perf_counter() - start
@@ -598,6 +597,9 @@ def recorded_runs_dir(folder, needed, option):
     return folder
 
 
+LOGGED_PARAMS = re.compile(r"model: ([\d.]+)M parameters")  # train.py's line about the model it built
+
+
 def gpu_results(results_dir):
     """Chapter 7: the recorded GPU runs. log.txt holds bench.py's JSON lines, each after the
     '=== command' line that produced it; baby_* are config/train_shakespeare_char.py's run."""
@@ -616,7 +618,7 @@ def gpu_results(results_dir):
     torch_line = next((l for l in lines if l.startswith("torch ")), "")
     train_records, eval_records = metrics.read_metrics(results_dir / "baby_metrics.jsonl")
     evals_text = (results_dir / "baby_train_evals.txt").read_text(encoding="utf-8")
-    params = re.search(r"model: ([\d.]+)M parameters", evals_text)
+    params = LOGGED_PARAMS.search(evals_text)
     best = min(eval_records, key=lambda r: r["val_loss"])
     step_ms = statistics.median(r["ms_per_iter"] for r in train_records if r["iter"] > 0)
     samples_text = (results_dir / "baby_samples.txt").read_text(encoding="utf-8")
@@ -640,12 +642,17 @@ def gpu_results(results_dir):
 TOKENIZER_NAMES = {"char": "characters", "bpe": "learned BPE", "gpt2": "GPT-2 BPE"}
 
 
+def experiment_of_run(run):
+    """The tokenizer experiment's name for a recorded run: "bpe512-seed2" -> "bpe512"."""
+    return run.split("-seed")[0]
+
+
 def read_train_log(path):
     """What a train.py log says of its run: (the config it prints at the start, as a dict; the
     model's parameters in millions; tokens per iteration)."""
     text = Path(path).read_text(encoding="utf-8")
     config = {key: ast.literal_eval(value) for key, value in re.findall(r"(?m)^(\w+) += (.+)$", text)}
-    params = re.search(r"model: ([\d.]+)M parameters", text)
+    params = LOGGED_PARAMS.search(text)
     tokens = re.search(r"([\d,]+) tokens per iteration", text)
     if not config or params is None or tokens is None:
         raise GuideError(f"{path} is not the output of a train.py run: it lacks the config, the "
@@ -692,7 +699,7 @@ def tokenizer_results(folder):
 
     rows = []
     for name, ms_per_step in experiment["ms_per_step"].items():
-        seed_runs = [run for run in runs if run.split("-seed")[0] == name]
+        seed_runs = [run for run in runs if experiment_of_run(run) == name]
         logs = [read_train_log(folder / "logs" / f"{run}.log") for run in seed_runs]
         config, params_m, tokens_per_iter = logs[0]
         _, eval_records = metrics.read_metrics(folder / "metrics" / f"{name}.jsonl")
@@ -749,10 +756,14 @@ def optimizer_results(folder):
                          best_val_loss=[r["best_val_loss"] for r in row["runs"]],
                          median_best_val_loss=row["median_best_val_loss"], lowest_val_loss=row["best_val_loss"],
                          model_gflop_per_step=model.flops_per_token() * config.batch_size * config.block_size / 1e9))
-    return dict(folder=shown_path(folder), repeats=summary["repeats"], rows=rows, ns_steps=5), curves
+    return dict(folder=shown_path(folder), repeats=summary["repeats"], rows=rows, ns_steps=NS_STEPS), curves
 
 
-def newton_schulz_flops(shape, steps=5):
+# Newton-Schulz iterations per Muon step: torch.optim.Muon's default, which optim.py keeps.
+NS_STEPS = inspect.signature(torch.optim.Muon).parameters["ns_steps"].default
+
+
+def newton_schulz_flops(shape, steps=NS_STEPS):
     """FLOPs of Muon's Newton-Schulz iterations on one matrix. X is the matrix turned so that it
     is m x n with m <= n; each iteration computes A = X X^T (2 m^2 n), A A (2 m^3) and B X (2 m^2 n),
     whatever the batch size: a fixed cost per step."""
@@ -935,7 +946,7 @@ class Figures:
         for i, row in enumerate(rows):
             label = f"{row['tokenizer']} ({row['vocab_size']:,})"
             for run, points in curves.items():
-                if run.split("-seed")[0] != row["name"]:
+                if experiment_of_run(run) != row["name"]:
                     continue
                 # The evaluation at step 0, before any training (4 to 6 bits per byte), is left
                 # out: it would squeeze the part where the tokenizers differ.

@@ -8,8 +8,8 @@ RunLog that does nothing.
 
 metrics.jsonl is one JSON object per line: easy to append to, to plot, and to read back after a
 crash. `read_metrics()` reads it back (guide.py's figures, bench.py's recipes mode); every record
-carries "seconds", the time since the training loop started. A resumed run first drops the events it is about to produce again
-(`trim_metrics`), so the file reads as one uninterrupted run.
+carries "seconds", the time since the training loop started. A resumed run first drops the
+events it is about to produce again (`trim_metrics`), so the file reads as one uninterrupted run.
 """
 
 import importlib

@@ -19,9 +19,10 @@ unknown; then, over and over, the most frequent adjacent pair of tokens becomes 
 until the vocabulary has the size asked for. A merge never crosses a chunk boundary.
 
 Design choices:
-- `train_bpe` is the only BPE code written here, to be read top to bottom. Encoding and
-  decoding run in `tiktoken` (fast, written in Rust, well kept), from an Encoding built from
-  the learned merges: the merged tokens' ranks are their ids, so it applies them in order.
+- `train_bpe`, with `count_chunks` (its first step), is the only BPE code written here, to be
+  read top to bottom. Encoding and decoding run in `tiktoken` (fast, written in Rust, well
+  kept), from an Encoding built from the learned merges: the merged tokens' ranks are their
+  ids, so it applies them in order.
 - The trainer counts pairs over the *distinct* chunks, each weighted by how often it occurs
   (tiny Shakespeare's 267k chunks are 14k distinct ones), and after a merge it recounts only
   the chunks that held the merged pair: 4,096 tokens take seconds, not hours.
@@ -128,6 +129,17 @@ class CharTokenizer:
 # Byte-level BPE: learning the merges
 
 
+def count_chunks(text: str, eot: bool = False) -> collections.Counter:
+    """BPE's pre-tokenization: GPT-2's pattern splits the text into chunks (a word with its
+    leading space, a run of digits, of punctuation or of spaces), and merges happen inside chunks
+    only. Returns {chunk: how often it occurs}. With eot the text is documents separated by
+    <|endoftext|>, and the separator is in no chunk. A Counter keeps its keys in order of first
+    appearance, which is what train_bpe's tie-break needs."""
+    chunker = regex.compile(GPT2_PATTERN)
+    documents = text.split(GPT2_EOT) if eot else [text]
+    return collections.Counter(chunk for doc in documents for chunk in chunker.findall(doc))
+
+
 def train_bpe(text: str, vocab_size: int, eot: bool = False) -> list[tuple[bytes, bytes]]:
     """
     Learn byte-level BPE from text: the merges (left token's bytes, right token's bytes), in the
@@ -143,11 +155,8 @@ def train_bpe(text: str, vocab_size: int, eot: bool = False) -> list[tuple[bytes
         raise TokenizerError(f"vocab_size={vocab_size} is too small: byte-level BPE starts from the 256 "
                              f"bytes{' and <|endoftext|>' if eot else ''}; use --vocab_size={256 + int(eot)} or more")
 
-    # 1. Pre-tokenize: split each document into chunks and count the distinct ones. A Counter
-    #    keeps its keys in order of first appearance, which is what the tie-break needs.
-    chunker = regex.compile(GPT2_PATTERN)
-    documents = text.split(GPT2_EOT) if eot else [text]
-    chunk_counts = collections.Counter(chunk for doc in documents for chunk in chunker.findall(doc))
+    # 1. Pre-tokenize: split the text into chunks and count the distinct ones.
+    chunk_counts = count_chunks(text, eot)
     chunks = [list(chunk.encode("utf-8")) for chunk in chunk_counts]  # each distinct chunk as token ids
     counts = list(chunk_counts.values())  # how often each occurs in the text
 
