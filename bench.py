@@ -62,7 +62,7 @@ from typing import Literal, Optional
 import torch
 
 import common
-from common import ConfigError, UserError
+from common import ConfigError, UserError, write_atomic
 from configurator import parse_config
 from data import BatchLoader, dataset_path
 from distributed import setup_distributed, teardown_distributed, wrap_model
@@ -350,7 +350,7 @@ def bench_recipes(cfg):
               f"{row['median_best_val_loss']:>17.4f}")
     if cfg.record_dir:
         result["config"] = dataclasses.asdict(cfg)  # as main() adds it to every result
-        (Path(cfg.record_dir) / "summary.json").write_text(json.dumps(result, indent=1) + "\n")
+        write_atomic(Path(cfg.record_dir) / "summary.json", json.dumps(result, indent=1) + "\n")
     return result
 
 

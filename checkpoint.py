@@ -1,8 +1,8 @@
 """
 Checkpoints: saving a run so that nothing is lost, and loading a trained model back.
 
-- `save_checkpoint()` writes atomically (a run killed at any moment, even mid-write, leaves the
-  last good file where it was) and refuses, at save time, anything `load_checkpoint()` would
+- `save_checkpoint()` writes atomically with common.open_atomic (a run killed at any moment, even
+  mid-write, leaves the last good file where it was) and refuses, at save time, anything `load_checkpoint()` would
   refuse at load time.
 - `load_checkpoint()` loads with weights_only=True: a checkpoint can hold tensors, numbers,
   strings and containers, never code that runs when the file is opened. A missing, truncated or
@@ -11,16 +11,15 @@ Checkpoints: saving a run so that nothing is lost, and loading a trained model b
   from a training run's out_dir or from OpenAI's GPT-2 weights.
 
 - `training_state()` is what train.py saves: weights, optimizer, loss scaler, iteration, best
-  val loss, every random generator and the data position, so that a resumed run continues
-  exactly as the uninterrupted one would have. `save_training_checkpoint()` writes it as one
+  val loss and the data position, so that a resumed run continues exactly as the uninterrupted
+  one would have. (Dropout's random generator needs no saving: train.py seeds it at every step
+  from the seed, the step and the rank.) `save_training_checkpoint()` writes it as one
   file (ckpt.pt) or, for a model sharded by FSDP, as PyTorch Distributed Checkpoint shards that
   every process writes at once (a ckpt-<iter>/ folder, named by ckpt.json);
   `load_training_checkpoint()` and `restore_training_state()` read either back, into any number
-  of processes (refusing a run that asks for another optimizer than the one that made it);
-  `restore_rng()` puts the generators back.
+  of processes (refusing a run that asks for another optimizer than the one that made it).
 """
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -36,8 +35,9 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_state
                                                      set_state_dict)
 from torch.distributed.tensor import DTensor
 
-from common import UserError
+from common import UserError, open_atomic, write_atomic
 from configurator import config_to_dict
+import hf
 from distributed import unwrap_model
 from model import GPT, GPTConfig
 from tokenizer import GPT2Tokenizer, tokenizer_from_meta
@@ -54,32 +54,13 @@ class CheckpointError(UserError):
 
 
 def save_checkpoint(obj, path):
-    """Save `obj` (dicts/lists/numbers/strings/tensors) to `path` atomically.
-
-    torch.save writes a large file over seconds; a run killed halfway (Ctrl-C, out of time,
-    out of memory) would leave a truncated file in place of the last good checkpoint. So we
-    write a temporary file in the same directory, force it to disk, and only then rename it
-    over `path`. os.replace is atomic: readers see the old file or the new one, never half.
-    The temp file must be in the same directory because a rename across filesystems is a copy.
-    """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp_path = path + ".tmp"
-    try:
-        with open(tmp_path, "wb") as f:
-            torch.save(obj, f)
-            f.flush()  # Python's buffer -> the OS
-            os.fsync(f.fileno())  # the OS's cache -> the disk, before the rename makes it visible
-        _refuse_unloadable(tmp_path, final_path=path)
-        os.replace(tmp_path, path)
-    except BaseException:
-        # Whatever went wrong (including KeyboardInterrupt), the old checkpoint at `path` is
-        # untouched; remove the partial temp file so it cannot be mistaken for a checkpoint.
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp_path)
-        raise
-    _fsync_directory(directory)
+    """Save `obj` (dicts/lists/numbers/strings/tensors) to `path` atomically (common.open_atomic:
+    a run killed at any moment, even mid-write, leaves the last good checkpoint where it was),
+    refusing anything load_checkpoint() would refuse."""
+    with open_atomic(path) as f:
+        torch.save(obj, f)
+        f.flush()
+        _refuse_unloadable(f.name, final_path=path)
 
 
 def _refuse_unloadable(tmp_path, final_path):
@@ -95,18 +76,6 @@ def _refuse_unloadable(tmp_path, final_path):
             f"not saving {final_path}: it would contain {', '.join(unsafe)}, which "
             "load_checkpoint (weights_only=True) refuses. Store only tensors, numbers, strings, "
             "lists and dicts: e.g. float(x) for numpy numbers, config_to_dict(cfg) for a config.")
-
-
-def _fsync_directory(directory):
-    # The rename is an entry in the directory; fsync the directory so it survives a power cut.
-    # Windows cannot open a directory this way, and its rename is durable enough for us.
-    if os.name != "posix":
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def refuse_to_overwrite(out_dir, why):
@@ -180,9 +149,6 @@ def training_state(model, optimizer, scaler, loader, cfg, iter_num, best_val_los
     """
     raw_model = unwrap_model(model)
     model_state, optimizer_state = get_state_dict(raw_model, torch_optimizers(optimizer))
-    rng = {"torch": torch.get_rng_state()}  # dropout masks come from this generator
-    if cfg.device.startswith("cuda"):
-        rng["cuda"] = torch.cuda.get_rng_state(cfg.device)
     return {
         "model": model_state,
         "optimizer": optimizer_state,
@@ -191,7 +157,6 @@ def training_state(model, optimizer, scaler, loader, cfg, iter_num, best_val_los
         "iter_num": iter_num,  # optimizer steps done; the loop continues with step iter_num
         "best_val_loss": best_val_loss,
         "scaler": scaler.state_dict(),  # {} when loss scaling is off
-        "rng": rng,
         "data": loader.state_dict(),  # the training stream's position
         # The dataset's meta.json (tokenizer, its characters): sample.py and eval.py decode
         # with it, so a checkpoint is usable without its dataset folder.
@@ -230,14 +195,7 @@ def _save_sharded(out_dir, state, dist):
         save_checkpoint({k: v for k, v in state.items() if k not in tensors}, folder / SHARDED_EXTRA)
     dist.barrier()  # every shard is on disk
     if dist.is_master:
-        pointer = out_dir / SHARDED_POINTER
-        tmp = pointer.with_name(pointer.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({"folder": folder.name, "iter_num": state["iter_num"]}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, pointer)
-        _fsync_directory(out_dir)
+        write_atomic(out_dir / SHARDED_POINTER, json.dumps({"folder": folder.name, "iter_num": state["iter_num"]}))
         _remove_sharded(out_dir, keep=folder.name)  # the older checkpoints...
         (out_dir / CHECKPOINT_NAME).unlink(missing_ok=True)  # ...of either kind
 
@@ -321,8 +279,7 @@ def torch_optimizers(optimizer):
 
 def restore_training_state(checkpoint, model, optimizer, scaler, loader):
     """Load what training_state() saved into a new run's model, optimizer, scaler and data loader;
-    returns (iter_num, best_val_loss). The random generators go back last, with restore_rng(),
-    after everything that draws from them."""
+    returns (iter_num, best_val_loss)."""
     # The optimizer's state only fits the optimizer that made it (Muon's momentum is not AdamW's
     # moments). Checkpoints from before the option existed were AdamW's.
     saved, asked = checkpoint["config"].get("optimizer", "adamw"), getattr(optimizer, "name", None)
@@ -334,18 +291,6 @@ def restore_training_state(checkpoint, model, optimizer, scaler, loader):
         scaler.load_state_dict(checkpoint["scaler"])
     loader.load_state_dict(checkpoint["data"])
     return checkpoint["iter_num"], checkpoint["best_val_loss"]
-
-
-def restore_rng(rng, device, dist, seed, iter_num):
-    """Put the random generators back where the checkpointed run had them."""
-    if dist.rank == 0:
-        torch.set_rng_state(rng["torch"])
-        if device.startswith("cuda") and "cuda" in rng:
-            torch.cuda.set_rng_state(rng["cuda"], device)
-    else:
-        # Only rank 0's generators are saved. The others reseed from (seed, rank, iteration):
-        # their dropout masks differ from the uninterrupted run's (with dropout 0 nothing differs).
-        torch.manual_seed(seed + dist.rank + 1_000_003 * iter_num)
 
 
 # -----------------------------------------------------------------------------
@@ -380,7 +325,7 @@ def load_model(init_from, out_dir, device):
         meta = checkpoint["meta"]
         source = f"{path} (iteration {checkpoint['iter_num']}, dataset {meta.get('name', '?')})"
     else:
-        model = GPT.from_pretrained(init_from)
+        model = hf.from_pretrained(init_from)
         meta = {"tokenizer": "gpt2"}
         source = init_from
     tokenizer = tokenizer_from_meta(meta) if meta["tokenizer"] != "gpt2" else GPT2Tokenizer()

@@ -14,6 +14,11 @@ precision, and how a user's mistake is reported.
    (bfloat16 where the GPU supports it, float16 on older GPUs, float32 elsewhere), the autocast
    context that applies it, a `synchronize()` that is a no-op on CPU so timing code has no
    `if cuda` branches, and `peak_flops()` for model-FLOPs-utilisation (MFU).
+3. Files written whole: `open_atomic()` / `write_atomic()`, the one way every checkpoint,
+   dataset file, meta.json, exported weight file and summary is written (temporary file, fsync,
+   rename, directory fsync), so a crash at any moment leaves the old file or the new one, never
+   half of one; `fsync_file()` and `fsync_directory()` give the appended metrics log and a
+   finished download the same durability at their last step.
 
 Config parsing is in configurator.py, checkpoints in checkpoint.py, data in data.py.
 Design choices: plain functions with explicit arguments (tests call them directly), no work at
@@ -23,6 +28,7 @@ import time.
 import contextlib
 import os
 import sys
+from pathlib import Path
 
 import torch
 
@@ -208,3 +214,59 @@ def peak_flops(device):
     if device.split(":")[0] != "cuda":
         return None
     return peak_flops_for_name(torch.cuda.get_device_name(torch.device(device)))
+
+
+# -----------------------------------------------------------------------------
+# Files written whole
+
+
+@contextlib.contextmanager
+def open_atomic(path, mode="wb", encoding=None):
+    """
+    `with open_atomic(path) as f: ...` writes `path` so that nothing is ever half-written.
+
+    A large file takes seconds to write; a run killed halfway (Ctrl-C, out of time, out of memory,
+    a power cut) would leave a truncated file in place of the last good one. So the bytes go to a
+    temporary file beside `path` (a rename across filesystems would be a copy), which is forced to
+    disk (fsync) before os.replace renames it over `path`. The rename is atomic: readers see the
+    old file or the new one, never half. If the block raises, the temporary file is removed and
+    `path` is untouched. f.name is the temporary file, for a check before the rename.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, mode, encoding=encoding) as f:
+            yield f
+            f.flush()  # Python's buffer -> the OS
+            os.fsync(f.fileno())  # the OS's cache -> the disk, before the rename makes it visible
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # e.g. KeyboardInterrupt: no leftover that looks like a file
+        raise
+    fsync_directory(path.parent)
+
+
+def write_atomic(path, data):
+    """Write bytes, or text as UTF-8, to path with open_atomic()."""
+    with open_atomic(path, "w" if isinstance(data, str) else "wb",
+                     encoding="utf-8" if isinstance(data, str) else None) as f:
+        f.write(data)
+
+
+def fsync_file(path):
+    """Force a file written earlier to disk (the last step of an appended log or a download)."""
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def fsync_directory(directory):
+    """A rename is an entry in its directory: fsync the directory so the entry survives a power
+    cut. (Windows cannot open a directory this way, and its rename is durable enough.)"""
+    if os.name != "posix":
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

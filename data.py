@@ -36,7 +36,6 @@ import contextlib
 import functools
 import json
 import math
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +44,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from common import UserError
+from common import UserError, write_atomic
 from tokenizer import TokenizerError, tokenizer_from_meta
 
 DATA_DIR = Path(__file__).resolve().parent / "data"  # default home of all datasets
@@ -89,13 +88,6 @@ def to_token_array(ids, vocab_size: int) -> np.ndarray:
             f"({bad.size} bad id(s)); storing it as {dtype.name} would corrupt the data"
         )
     return ids.astype(dtype)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temp file, then rename: readers never see a half-written file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def write_meta(dataset_dir: Path, meta: dict) -> None:

@@ -20,7 +20,8 @@ the logged loss) and waits for them all (`barrier()`), each a no-op for one proc
 
 `unwrap_model()` gets the GPT back from the DDP and torch.compile wrappers (an FSDP model *is*
 the GPT, its parameters sharded). The engines are PyTorch's; this module only holds the few lines
-of setup around them, so train.py can say "join, wrap, train" in three lines.
+of setup around them (and `check_parallel()`, which refuses a setup that cannot run before any
+work), so train.py joins the processes and wraps the model in a line each.
 """
 
 import contextlib
@@ -73,13 +74,22 @@ class Distributed:
             torch.distributed.barrier()
 
 
+def check_parallel(parallel, dtype, world_size):
+    """Refuse, before any work, a way of spreading the model that cannot run: world_size is the
+    number of processes torchrun starts, None without torchrun."""
+    if parallel == "fsdp" and world_size is None:  # sharding needs processes and their group
+        raise ConfigError("parallel=fsdp shards the model over the processes torchrun starts: run "
+                          "torchrun --standalone --nproc_per_node=N train.py ... (N=1 works too), "
+                          "or use parallel=ddp (the default) in a single process")
+    if parallel == "fsdp" and dtype == "float16":
+        raise ConfigError("parallel=fsdp trains in bfloat16 or float32, not float16 (whose loss scaling "
+                          "does not cover sharded gradients here); use --dtype=bfloat16 or --dtype=float32")
+
+
 def setup_distributed(device, parallel="ddp"):
     """Join the process group when started by torchrun; returns (Distributed, device)."""
     if not started_by_torchrun():
-        if parallel == "fsdp":  # sharding needs processes to shard over, and their process group
-            raise ConfigError("parallel=fsdp shards the model over the processes torchrun starts: run "
-                              "torchrun --standalone --nproc_per_node=N train.py ... (N=1 works too), "
-                              "or use parallel=ddp (the default) in a single process")
+        check_parallel(parallel, None, None)
         return Distributed(), device
     dist = Distributed(rank=int(os.environ["RANK"]), local_rank=int(os.environ["LOCAL_RANK"]),
                        world_size=int(os.environ["WORLD_SIZE"]), enabled=True)
@@ -113,9 +123,7 @@ def shard_model(model, device, dtype):
     embedding/output matrix, the position embedding, the final LayerNorm). Per-block units are
     what saves memory: only one block's full weights exist at a time during forward and backward.
     """
-    if dtype == "float16":
-        raise ConfigError("parallel=fsdp trains in bfloat16 or float32, not float16 (whose loss scaling "
-                          "does not cover sharded gradients here); use --dtype=bfloat16 or --dtype=float32")
+    check_parallel("fsdp", dtype, 1)  # dtype "auto" is float16 on GPUs without bfloat16
     policy = MixedPrecisionPolicy()  # float32 throughout (CPU, or a float32 run)
     if device.startswith("cuda") and dtype != "float32":
         # Compute in 16 bits (the weights are gathered in bfloat16: half the traffic), but

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import requests
 
-from common import UserError
+from common import UserError, fsync_directory, fsync_file
 
 HF_DEFAULT_ENDPOINT = "https://huggingface.co"
 CHUNK_SIZE = 1 << 20  # 1 MiB: large enough to be fast, small enough to show progress
@@ -235,7 +235,9 @@ def download(url: str, dest, expected_size: int | None = None, sha256: str | Non
         else:
             size, announced_size = _fetch(url, part, resume_from, timeout)
         _verify_part(url, part, size, announced_size, expected_size, sha256)
+        fsync_file(part)  # on disk before the rename makes it the cached file
         os.replace(part, dest)
+        fsync_directory(dest.parent)
     except DownloadError:
         part.unlink(missing_ok=True)
         raise

@@ -14,10 +14,9 @@ events it is about to produce again (`trim_metrics`), so the file reads as one u
 
 import importlib
 import json
-import os
 from pathlib import Path
 
-from common import ConfigError
+from common import ConfigError, fsync_file, write_atomic
 
 METRICS_NAME = "metrics.jsonl"
 
@@ -56,6 +55,9 @@ class RunLog:
             self.wandb.log(record, step=record["iter"])
 
     def close(self):
+        """The end of the run: the log is forced to disk (each line was appended, not fsynced)."""
+        if self.enabled and self.path is not None and self.path.exists():
+            fsync_file(self.path)
         if self.wandb:
             self.wandb.finish()
 
@@ -82,9 +84,7 @@ def trim_metrics(path, iter_num):
             continue
         if record["iter"] < iter_num or (record["iter"] == iter_num and record["event"] == "eval"):
             kept.append(line + "\n")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(kept), encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, "".join(kept))
 
 
 def read_metrics(path):

@@ -1,11 +1,10 @@
 """
-The whole GPT in one file, read top to bottom: config, attention, MLP, block, model, generation,
-and loading/saving OpenAI's GPT-2 weights in the Hugging Face format.
+The whole GPT in one file, read top to bottom: config, attention, MLP, block, model, generation.
 
 What is in:
   - GPT-2's architecture exactly (learned positions, pre-LayerNorm blocks, GELU(tanh) MLP, tied
-    input/output embeddings), so OpenAI's published weights load and give the same logits as the
-    Hugging Face `transformers` implementation (the tests check this to 1e-4).
+    input/output embeddings), so OpenAI's published weights load (hf.py) and give the same logits
+    as the Hugging Face `transformers` implementation (the tests check this to 1e-4).
   - Causal self-attention written out by hand, step by step, and PyTorch's fused
     `scaled_dot_product_attention` (same maths, one kernel) used when available.
   - Generation with a KV cache (greedy, temperature, top-k, top-p), and the plain no-cache loop it
@@ -20,10 +19,8 @@ Glossary of GPT-2's short names (kept so the published weights map one-to-one):
 Shapes: B = batch, T = sequence length, C = n_embd, nh = n_head, hs = head size = C // nh.
 """
 
-import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -442,74 +439,6 @@ class GPT(nn.Module):
         finally:
             self.train(was_training)
 
-    # ----------------------------------------------------------------------------------------
-    # GPT-2 weights in the Hugging Face format
-    # ----------------------------------------------------------------------------------------
-
-    @classmethod
-    def from_pretrained(cls, name_or_path, **overrides):
-        """
-        Load GPT-2 weights: a hub name ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl'),
-        downloaded once into the cache, or a local directory holding a Hugging Face GPT-2
-        checkpoint (config.json + model.safetensors). overrides: e.g. dropout=0.1 to finetune.
-        """
-        path = Path(name_or_path)
-        if path.is_dir():
-            directory = path
-        elif name_or_path in HUB_MODELS:
-            directory = download_hub_model(name_or_path)
-        else:
-            raise ValueError(
-                f"{name_or_path!r} is neither a local directory nor one of {', '.join(HUB_MODELS)}; "
-                f"pass a GPT-2 model name or a folder with config.json and model.safetensors")
-        return cls.from_hf_dir(directory, **overrides)
-
-    @classmethod
-    def from_hf_dir(cls, directory, **overrides):
-        from safetensors.torch import load_file  # the format the hub ships, safe to load
-
-        directory = Path(directory)
-        for required in ("config.json", "model.safetensors"):
-            if not (directory / required).is_file():
-                raise FileNotFoundError(
-                    f"{directory / required} is missing: a Hugging Face GPT-2 checkpoint folder "
-                    f"needs config.json and model.safetensors")
-        hf = json.loads((directory / "config.json").read_text())
-        config = GPTConfig(block_size=hf["n_positions"], vocab_size=hf["vocab_size"],
-                           n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=hf["n_embd"],
-                           bias=True, **overrides)
-        try:
-            hf_state = load_file(directory / "model.safetensors")
-        except Exception as e:  # safetensors raises its own error types for damaged files
-            raise ValueError(f"{directory / 'model.safetensors'} could not be read ({e}); "
-                             f"delete it and download it again") from e
-        model = cls(config)
-        model.load_state_dict(hf_to_ours(hf_state, model.state_dict()))
-        return model
-
-    def save_pretrained(self, directory):
-        """Write a Hugging Face GPT-2 checkpoint (config.json + model.safetensors) that
-        transformers.GPT2LMHeadModel.from_pretrained(directory) loads."""
-        from safetensors.torch import save_file
-
-        cfg = self.config
-        if not cfg.bias:
-            raise ValueError("Hugging Face's GPT-2 always has biases; this model has bias=False")
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        hf_config = {
-            "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
-            "vocab_size": cfg.vocab_size, "n_positions": cfg.block_size, "n_ctx": cfg.block_size,
-            "n_embd": cfg.n_embd, "n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_inner": None,
-            "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5,
-            "resid_pdrop": cfg.dropout, "embd_pdrop": cfg.dropout, "attn_pdrop": cfg.dropout,
-            "initializer_range": 0.02, "tie_word_embeddings": True,
-            "bos_token_id": 50256, "eos_token_id": 50256,
-        }
-        (directory / "config.json").write_text(json.dumps(hf_config, indent=2))
-        save_file(ours_to_hf(self.state_dict(), cfg), directory / "model.safetensors",
-                  metadata={"format": "pt"})
-
 
 # --------------------------------------------------------------------------------------------
 # Sampling
@@ -546,80 +475,3 @@ def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, generator
         logits = torch.full_like(logits, float("-inf")).scatter(-1, sorted_idx, sorted_logits)
     probs = F.softmax(logits, dim=-1)
     return torch.multinomial(probs, num_samples=1, generator=generator)
-
-
-# --------------------------------------------------------------------------------------------
-# Hugging Face GPT-2 checkpoints: download and key/layout mapping
-# --------------------------------------------------------------------------------------------
-
-# Hub repositories of OpenAI's four GPT-2 sizes (the old names 'gpt2' etc. redirect to these).
-HUB_MODELS = {
-    "gpt2": "openai-community/gpt2",  # 124M: 12 layers, 12 heads, 768 wide
-    "gpt2-medium": "openai-community/gpt2-medium",  # 350M: 24 layers, 16 heads, 1024 wide
-    "gpt2-large": "openai-community/gpt2-large",  # 774M: 36 layers, 20 heads, 1280 wide
-    "gpt2-xl": "openai-community/gpt2-xl",  # 1558M: 48 layers, 25 heads, 1600 wide
-}
-
-
-def download_hub_model(name):
-    """Download config.json and model.safetensors of a hub model once; returns the folder."""
-    from download import cache_dir, download, hf_url
-
-    directory = cache_dir() / "models" / name
-    for filename in ("config.json", "model.safetensors"):
-        download(hf_url(HUB_MODELS[name], filename), directory / filename)
-    return directory
-
-
-# OpenAI's GPT-2 used a "Conv1D" layer that stores weights as (in, out), the transpose of
-# nn.Linear's (out, in). These are the weights to transpose when converting.
-CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-
-
-def hf_to_ours(hf_state, our_state):
-    """
-    Map a Hugging Face GPT-2 state dict onto ours. Reads both layouts: the hub's original files
-    (keys like 'h.0.attn.c_attn.weight', plus 'attn.bias' causal-mask buffers) and what current
-    transformers writes ('transformer.h.0...' and maybe 'lm_head.weight').
-    """
-    out = {}
-    for key, tensor in hf_state.items():
-        key = key.removeprefix("transformer.")
-        # Not weights: old files store the causal mask ('attn.bias', 'attn.masked_bias') as
-        # buffers, and lm_head.weight is a copy of wte (tied) when present.
-        if key.endswith((".attn.bias", ".attn.masked_bias")) or key == "lm_head.weight":
-            continue
-        ours = "transformer." + key
-        if ours not in our_state:
-            raise KeyError(f"unexpected weight {key!r} in the checkpoint: is it a GPT-2 model?")
-        if key.endswith(CONV1D_WEIGHTS):
-            tensor = tensor.t()
-        if ours == "transformer.wte.weight":
-            # Our table is padded to a multiple of pad_vocab_to rows; the extra rows stay as
-            # initialised (they are never used).
-            padded = our_state[ours].clone()
-            padded[:tensor.size(0)] = tensor
-            tensor = padded
-        if tensor.shape != our_state[ours].shape:
-            raise ValueError(f"{key}: checkpoint shape {tuple(tensor.shape)} does not match the "
-                             f"model's {tuple(our_state[ours].shape)}")
-        out[ours] = tensor
-    out["lm_head.weight"] = out["transformer.wte.weight"]  # tied
-    missing = set(our_state) - set(out)
-    if missing:
-        raise KeyError(f"the checkpoint lacks {sorted(missing)[:5]}: is it a complete GPT-2 model?")
-    return out
-
-
-def ours_to_hf(our_state, config):
-    """The reverse of hf_to_ours, in the layout current transformers writes."""
-    out = {}
-    for key, tensor in our_state.items():
-        if key == "lm_head.weight":
-            continue  # tied to wte; Hugging Face re-ties it on load
-        if key.endswith(CONV1D_WEIGHTS):
-            tensor = tensor.t()
-        if key == "transformer.wte.weight":
-            tensor = tensor[:config.vocab_size]  # drop the padding rows
-        out[key] = tensor.detach().contiguous().cpu()
-    return out

@@ -34,8 +34,9 @@ import time
 from pathlib import Path
 
 from common import ConfigError, run_command
+from common import write_atomic
 from data import (SHAKESPEARE_BPE_NAME, DataError, ShardError, dataset_path, dtype_for_vocab, load_meta,
-                  to_token_array, validate_shard, write_atomic, write_meta)
+                  to_token_array, validate_shard, write_meta)
 from download import download, hf_url
 from tokenizer import GPT2_EOT, GPT2_VOCAB_SIZE, BPETokenizer, CharTokenizer, GPT2Tokenizer
 

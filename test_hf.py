@@ -10,6 +10,7 @@ model's own tests, still runs.
 import pytest
 import torch
 
+import hf
 from model import GPT, GPTConfig
 
 transformers = pytest.importorskip(
@@ -43,14 +44,14 @@ def max_logit_diff(ours, theirs, vocab_size, T=32):
 def test_hugging_face_checkpoint_loads_with_identical_logits(tmp_path, use_sdpa):
     theirs = hf_model()
     theirs.save_pretrained(tmp_path)
-    ours = GPT.from_pretrained(str(tmp_path), use_sdpa=use_sdpa).eval()
+    ours = hf.from_pretrained(str(tmp_path), use_sdpa=use_sdpa).eval()
     assert max_logit_diff(ours, theirs, 100) <= 1e-4
 
 
 def test_our_save_pretrained_loads_in_hugging_face_with_identical_logits(tmp_path):
     torch.manual_seed(1)
     ours = GPT(GPTConfig(block_size=32, vocab_size=100, n_layer=2, n_head=4, n_embd=64)).eval()
-    ours.save_pretrained(tmp_path)
+    hf.save_pretrained(ours, tmp_path)
     theirs = transformers.GPT2LMHeadModel.from_pretrained(tmp_path).eval()
     assert max_logit_diff(ours, theirs, 100) <= 1e-4
 
@@ -59,7 +60,7 @@ def test_gpt2_shape_matches_hugging_face_to_1e_4(tmp_path):
     # The real GPT-2 small shape (random weights: the real ones need the internet).
     theirs = hf_model(n_layer=12, n_head=12, n_embd=768, vocab_size=50257, n_positions=1024)
     theirs.save_pretrained(tmp_path)
-    ours = GPT.from_pretrained(str(tmp_path)).eval()
+    ours = hf.from_pretrained(str(tmp_path)).eval()
     assert ours.get_num_params(non_embedding=False) == 124_439_808
     assert max_logit_diff(ours, theirs, 50257, T=64) <= 1e-4
 
@@ -85,7 +86,7 @@ def write_original_layout(theirs, directory):
 def test_original_hub_key_layout_loads_with_identical_logits(tmp_path):
     theirs = hf_model()
     write_original_layout(theirs, tmp_path)
-    ours = GPT.from_pretrained(str(tmp_path)).eval()
+    ours = hf.from_pretrained(str(tmp_path)).eval()
     assert max_logit_diff(ours, theirs, 100) <= 1e-4
 
 
@@ -103,9 +104,9 @@ def serve_as_gpt2(fake_hub, theirs, tmp_path):
 def test_hub_download_works_and_is_cached(fake_hub, tmp_path):
     theirs = hf_model()
     base = serve_as_gpt2(fake_hub, theirs, tmp_path)
-    ours = GPT.from_pretrained("gpt2").eval()
+    ours = hf.from_pretrained("gpt2").eval()
     assert max_logit_diff(ours, theirs, 100) <= 1e-4
-    GPT.from_pretrained("gpt2")  # second time: from the cache
+    hf.from_pretrained("gpt2")  # second time: from the cache
     assert fake_hub.count(f"{base}/model.safetensors") == 1
     assert fake_hub.count(f"{base}/config.json") == 1
 
@@ -119,7 +120,7 @@ def test_failed_hub_download_is_a_clear_error_and_leaves_nothing(fake_hub, tmp_p
     else:
         fake_hub.status[f"{base}/model.safetensors"] = 500
     with pytest.raises(DownloadError, match="model.safetensors"):
-        GPT.from_pretrained("gpt2")
+        hf.from_pretrained("gpt2")
     cache = tmp_path / "cache"
     leftovers = [p.name for p in cache.rglob("*") if p.is_file()]
     assert "model.safetensors" not in leftovers

@@ -11,6 +11,7 @@ import math
 import pytest
 import torch
 
+import hf
 from model import GPT, GPTConfig, KVCache, sample_next_token
 
 TINY = dict(block_size=32, vocab_size=65, n_layer=2, n_head=4, n_embd=64)
@@ -489,20 +490,31 @@ def test_save_pretrained_then_from_pretrained_gives_the_same_model(tmp_path):
     # the vocabulary padding must undo each other exactly.
     torch.manual_seed(1)
     ours = GPT(GPTConfig(block_size=32, vocab_size=100, n_layer=2, n_head=4, n_embd=64)).eval()
-    ours.save_pretrained(tmp_path)
-    loaded = GPT.from_pretrained(str(tmp_path)).eval()
+    hf.save_pretrained(ours, tmp_path)
+    loaded = hf.from_pretrained(str(tmp_path)).eval()
     assert loaded.config == ours.config
     idx = torch.randint(0, 100, (2, 32))
     with torch.no_grad():
         assert torch.equal(loaded(idx)[0], ours(idx)[0])
 
 
-def test_from_pretrained_names_what_is_missing(tmp_path):
-    with pytest.raises(ValueError, match="neither a local directory"):
-        GPT.from_pretrained("gpt3")
+def test_from_pretrained_names_what_is_wrong(tmp_path):
+    with pytest.raises(hf.WeightsError, match="'gtp2' is neither .* did you mean 'gpt2'"):
+        hf.from_pretrained("gtp2")
+    with pytest.raises(hf.WeightsError, match="nor a folder"):
+        hf.from_pretrained(str(tmp_path / "no" / "such" / "folder"))
+    with pytest.raises(hf.WeightsError, match="config.json is missing"):
+        hf.from_pretrained(str(tmp_path))
     (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(FileNotFoundError, match="model.safetensors"):
-        GPT.from_pretrained(str(tmp_path))
+    with pytest.raises(hf.WeightsError, match="model.safetensors is missing"):
+        hf.from_pretrained(str(tmp_path))
+    (tmp_path / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}")
+    with pytest.raises(hf.WeightsError, match="config.json is not a GPT-2 config"):
+        hf.from_pretrained(str(tmp_path))
+    hf.save_pretrained(GPT(GPTConfig(block_size=8, vocab_size=10, n_layer=1, n_head=1, n_embd=4)), tmp_path)
+    (tmp_path / "model.safetensors").write_bytes((tmp_path / "model.safetensors").read_bytes()[:50])
+    with pytest.raises(hf.WeightsError, match="could not be read.*download it again"):
+        hf.from_pretrained(str(tmp_path))
 
 
 # ---------------------------------------------------------------------------- on a GPU (skipped on CPU)

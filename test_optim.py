@@ -90,14 +90,38 @@ def test_an_unknown_optimizer_is_a_config_error():
         optim.configure_optimizer(GPT(GPTConfig(**TINY)), "sgd")
 
 
-def test_muon_on_fsdp_shards_is_refused_naming_the_alternatives():
-    # A one-process group is enough to shard a model and meet the refusal.
+def test_newton_schulz_is_pytorchs_bit_for_bit():
+    # optim.newton_schulz is what ShardedMuon runs; torch.optim.Muon runs its own copy: wide, tall,
+    # square and ragged matrices must come out identical, or FSDP and one process would differ.
+    from torch.optim._muon import _zeropower_via_newtonschulz as pytorchs
+    torch.manual_seed(0)
+    for shape in [(48, 16), (16, 48), (32, 32), (7, 300)]:
+        matrix = torch.randn(*shape)
+        assert torch.equal(optim.newton_schulz(matrix), pytorchs(matrix, (3.4445, -4.7750, 2.0315), 5, 1e-7))
+
+
+@pytest.mark.parametrize("scaling", ["match_rms_adamw", "original"])
+def test_sharded_muon_on_one_process_is_torchs_muon(scaling):
+    # A one-process group is enough to shard a model: its ShardedMuon must step exactly as
+    # torch.optim.Muon steps the same model unsharded (test_fsdp.py does two processes).
     store = torch.distributed.HashStore()
     torch.distributed.init_process_group("gloo", store=store, rank=0, world_size=1)
     try:
-        model = distributed.shard_model(GPT(GPTConfig(**TINY)), "cpu", "float32")
-        with pytest.raises(ConfigError, match="parallel=ddp, or optimizer=adamw with fsdp"):
-            optim.configure_optimizer(model, "muon")
-        optim.configure_optimizer(model, "adamw")  # AdamW works on shards
+        torch.manual_seed(0)
+        plain = GPT(GPTConfig(**TINY))
+        torch.manual_seed(0)  # the same initial weights
+        sharded = distributed.shard_model(GPT(GPTConfig(**TINY)), "cpu", "float32")
+        optimizers = [optim.configure_optimizer(m, "muon", learning_rate=0.02, muon_lr_scaling=scaling)
+                      for m in (plain, sharded)]
+        assert type(optimizers[0].optimizers[0]) is torch.optim.Muon
+        assert type(optimizers[1].optimizers[0]) is optim.ShardedMuon
+        idx = torch.randint(0, 65, (2, 16))
+        for _ in range(3):
+            for model, optimizer in zip((plain, sharded), optimizers):
+                model(idx, idx)[1].backward()
+                optimizer.step()
+                optimizer.zero_grad()
+        for (name, a), b in zip(plain.state_dict().items(), sharded.state_dict().values()):
+            assert torch.equal(a, b.full_tensor()), name
     finally:
         torch.distributed.destroy_process_group()

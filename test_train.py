@@ -27,6 +27,7 @@ import torch
 
 import checkpoint as ckpt_io
 import data
+import hf
 import optim
 import prepare
 import train
@@ -455,7 +456,7 @@ def test_init_from_gpt2_evaluates_and_finetunes_the_pretrained_weights(tmp_path,
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
     torch.manual_seed(0)
     pretrained = GPT(GPTConfig(block_size=32, vocab_size=50257, n_layer=1, n_head=2, n_embd=16))
-    pretrained.save_pretrained(tmp_path / "cache" / "models" / "gpt2")
+    hf.save_pretrained(pretrained, tmp_path / "cache" / "models" / "gpt2")
     tokens = np.random.default_rng(0).integers(0, 50257, 5000)
     write_bin_dataset(tmp_path / "data" / "bpe", tokens, tokens[:500], vocab_size=50257, tokenizer="gpt2")
     args = [f"--data_dir={tmp_path / 'data'}", "--dataset=bpe", "--init_from=gpt2", "--block_size=16",

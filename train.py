@@ -13,11 +13,14 @@ Train a GPT: one loop, from a laptop CPU to a node of GPUs.
 Settings: the defaults are TrainConfig below; config files (plain Python assignments) and then
 --key=value overrides change them, left to right. A misspelt key is an error naming the right one.
 
-What one run does, in order (train() below):
-  1. check the config, pick device and dtype, join the other processes under torchrun;
-  2. open the dataset (data/<dataset>/, made by prepare.py; the default one is made if missing);
-  3. build the model: from scratch, from out_dir/ckpt.pt (resume) or from OpenAI's GPT-2 weights;
-  4. loop: evaluate every eval_interval steps (and checkpoint), take one optimizer step, log.
+What one run does, in order:
+  1. main() checks the config (parse_args), before any work is done;
+  2. train() picks device and dtype and joins the other processes under torchrun;
+  3. setup() opens the dataset (data/<dataset>/, made by prepare.py; the default one is made if
+     missing) and builds the model: from scratch, from out_dir's checkpoint (resume) or from
+     OpenAI's GPT-2 weights;
+  4. training_loop(): evaluate every eval_interval steps (and checkpoint), take one optimizer
+     step, log.
 
 Design choices:
   - One function, train_step(), is the whole optimizer step (gradient accumulation, mixed
@@ -30,8 +33,10 @@ Design choices:
     only because the model changed, and evaluating never disturbs the training stream.
   - A checkpoint is only ever written right after an evaluation, atomically, and never after a
     NaN. Resuming therefore restarts exactly at an evaluated, saved iteration.
-  - Everything a resumed run needs is in ckpt.pt (checkpoint.training_state() lists it). It
-    loads with weights_only=True.
+  - Everything a resumed run needs is in its checkpoint (checkpoint.training_state() lists it):
+    out_dir/ckpt.pt, or for a sharded FSDP run the ckpt-<iter>/ folder that out_dir/ckpt.json
+    names. It loads with weights_only=True. Dropout's random masks need no saved state: each
+    step's follow from (seed, step, rank).
 
 The machinery lives in modules of its own: configurator.py (options), data.py (token files and
 the reader), optim.py (AdamW, Muon), checkpoint.py (atomic save, safe load, shards),
@@ -41,6 +46,7 @@ distributed.py (torchrun, DDP, FSDP), metrics.py (the log), common.py (device, d
 import contextlib
 import dataclasses
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -52,14 +58,15 @@ import torch
 import common
 import prepare
 from checkpoint import (delete_checkpoints, find_checkpoint, load_training_checkpoint, refuse_to_overwrite,
-                        restore_rng, restore_training_state, save_training_checkpoint, training_state)
+                        restore_training_state, save_training_checkpoint, training_state)
 from common import ConfigError, UserError
 from configurator import config_to_dict, parse_config, print_config
 from data import BatchLoader, BitsPerByte, DataError, dataset_path
-from distributed import (Distributed, gradient_sync, is_sharded, setup_distributed,
+from distributed import (Distributed, check_parallel, gradient_sync, is_sharded, setup_distributed,
                          teardown_distributed, unwrap_model, wrap_model)
 from metrics import METRICS_NAME, RunLog, format_duration
-from model import GPT, GPTConfig, HUB_MODELS
+import hf
+from model import GPT, GPTConfig
 from optim import configure_optimizer, set_lr
 
 
@@ -126,8 +133,9 @@ class TrainingError(UserError):
     """A run that must stop: diverged (NaN), would overwrite a checkpoint, or a bad DDP setup."""
 
 
-def validate_config(cfg):
-    """Check values the type annotations cannot express, before any work is done."""
+def validate_config(cfg, world_size=None):
+    """Check values the type annotations cannot express, before any work is done. world_size: how
+    many processes torchrun starts (None: a plain `python train.py`, one process, no torchrun)."""
     for name in ("eval_interval", "eval_iters", "log_interval", "gradient_accumulation_steps",
                  "batch_size", "block_size"):
         if getattr(cfg, name) < 1:
@@ -145,6 +153,9 @@ def validate_config(cfg):
             raise ConfigError(str(e)) from None
     elif not 0.0 <= cfg.dropout < 1.0:
         raise ConfigError(f"dropout must be in [0, 1), got {cfg.dropout}")
+    check_parallel(cfg.parallel, cfg.dtype, world_size)  # e.g. fsdp needs torchrun
+    # The micro-steps are shared out between the processes: they must divide evenly.
+    Distributed(world_size=world_size or 1).share("gradient_accumulation_steps", cfg.gradient_accumulation_steps)
 
 
 def resolve_config(cfg, device, dtype):
@@ -244,11 +255,11 @@ def build_model(cfg, meta, checkpoint=None):
         # The shape comes from the checkpoint; the weights go in once the model is wrapped
         # (restore_training_state), as FSDP shards them. Dropout is this run's.
         model = GPT(GPTConfig(**dict(checkpoint["model_args"], dropout=cfg.dropout)))
-    elif cfg.init_from in HUB_MODELS:
+    elif cfg.init_from in hf.GPT2_MODELS:
         if meta.get("tokenizer") != "gpt2":
             raise DataError(f"init_from={cfg.init_from} needs a dataset tokenized with GPT-2's tokenizer "
                             f"(e.g. shakespeare, fineweb10B); {cfg.dataset} uses {meta.get('tokenizer')!r}")
-        model = GPT.from_pretrained(cfg.init_from, dropout=cfg.dropout)
+        model = hf.from_pretrained(cfg.init_from, dropout=cfg.dropout)
     else:
         model = GPT(GPTConfig(block_size=cfg.block_size, vocab_size=meta["vocab_size"],
                               n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
@@ -266,12 +277,19 @@ def build_model(cfg, meta, checkpoint=None):
 # The run
 # --------------------------------------------------------------------------------------------
 
-def main(argv=None):
-    """Parse the command line (config files and --key=value) and train. Returns a summary dict."""
+def parse_args(argv, world_size=None):
+    """The checked TrainConfig of a command line (config files and --key=value), without doing any
+    work: what main() runs, and what the tests check every documented command with."""
     usage = __doc__[:__doc__.index("What one run does")]  # --help: the commands, then every option
-    cfg = parse_config(TrainConfig(), sys.argv[1:] if argv is None else argv, usage=usage)
-    validate_config(cfg)
-    return train(cfg)
+    cfg = parse_config(TrainConfig(), argv, usage=usage)
+    validate_config(cfg, world_size)
+    return cfg
+
+
+def main(argv=None):
+    """Parse the command line and train. Returns a summary dict."""
+    world_size = int(os.environ["WORLD_SIZE"]) if common.started_by_torchrun() else None
+    return train(parse_args(sys.argv[1:] if argv is None else argv, world_size))
 
 
 def train(cfg):
@@ -303,7 +321,6 @@ class Run:
 def setup(cfg, dist):
     """Check the output folder, open the dataset, build (or restore) model and optimizer."""
     device, out_dir = cfg.device, Path(cfg.out_dir)
-    dist.share("gradient_accumulation_steps", cfg.gradient_accumulation_steps)  # checks it divides
     if cfg.init_from != "resume" and not cfg.eval_only and not cfg.overwrite:
         refuse_to_overwrite(out_dir, f"init_from={cfg.init_from}")  # a new run would replace it
     log = RunLog(enabled=dist.is_master)  # only rank 0 prints and writes
@@ -324,8 +341,6 @@ def setup(cfg, dist):
     checkpoint = load_training_checkpoint(out_dir) if cfg.init_from == "resume" else None
     model = build_model(cfg, loader.meta, checkpoint).to(device)
     model.activation_checkpointing = cfg.activation_checkpointing
-    if dist.rank:
-        torch.manual_seed(cfg.seed + dist.rank)  # but each rank its own dropout masks
     log.say(f"model: {model.get_num_params() / 1e6:.2f}M parameters ({cfg.init_from})")
     model = wrap_model(model, dist, device, cfg.parallel, cfg.dtype)
     if cfg.compile and not cfg.eval_only:
@@ -350,9 +365,6 @@ def setup(cfg, dist):
     run.log = RunLog.start(out_dir / METRICS_NAME, run.iter_num if cfg.init_from == "resume" else None,
                            dist.is_master, wandb=dict(project=cfg.wandb_project, name=cfg.wandb_run_name,
                                                       config=config_to_dict(cfg)) if cfg.wandb_log else None)
-    # The RNG goes back last: building the model above drew random numbers for its init.
-    if checkpoint is not None:
-        restore_rng(checkpoint["rng"], device, dist, cfg.seed, run.iter_num)
     return run
 
 
@@ -412,6 +424,11 @@ def training_loop(run):
         if finished:
             break
 
+        # Dropout's random masks: this step's, on this process, follow from (seed, step, rank) alone
+        # (Python's hash of a tuple of ints is the same in every run). A resumed run, on every
+        # rank, draws exactly the masks the uninterrupted run drew, and no generator state needs
+        # saving. Each rank gets its own masks, as its micro-batches are its own.
+        torch.manual_seed(hash((cfg.seed, iter_num, dist.rank)) % 2**63)
         t0 = time.perf_counter()
         loss = train_step(model, run.optimizer, lambda: run.loader.get_batch("train"), grad_accum_steps,
                           run.scaler, cfg.grad_clip, run.ctx)

@@ -33,5 +33,10 @@ block_size = 1024
 max_iters = 20
 dropout = 0.1
 
+optimizer = "adamw"
 learning_rate = 1e-5  # smaller than gpt2's 3e-5: a bigger model needs a gentler nudge
 decay_lr = False
+weight_decay = 0.1
+beta1 = 0.9
+beta2 = 0.95
+grad_clip = 1.0

@@ -25,6 +25,11 @@ block_size = 1024
 max_iters = 20
 dropout = 0.1  # some regularisation helps on a small dataset
 
-# A small, constant learning rate: nudge the pretrained weights, do not overwrite them.
+# AdamW with a small, constant learning rate: nudge the pretrained weights, do not overwrite them.
+optimizer = "adamw"
 learning_rate = 3e-5
 decay_lr = False
+weight_decay = 0.1
+beta1 = 0.9
+beta2 = 0.95
+grad_clip = 1.0

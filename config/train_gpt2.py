@@ -11,6 +11,7 @@ wandb_project = "gpt2-124M"
 wandb_run_name = "gpt2-124M-fineweb10B"
 
 dataset = "fineweb10B"
+init_from = "scratch"
 # GPT-3's small models trained with ~0.5M tokens per step. One GPU cannot hold that many at
 # once, so it takes several micro-steps (gradient accumulation): 524,288 = 32 x 1024 x 16.
 # With torchrun the 16 micro-steps are shared out between the GPUs (8 GPUs: 2 each).
@@ -26,11 +27,13 @@ dropout = 0.0  # pretraining on this much data does not overfit
 bias = True
 
 # AdamW and the schedule, as GPT-3's paper gives them for this size
+optimizer = "adamw"
 learning_rate = 6e-4
 min_lr = 6e-5
 warmup_iters = 700  # ~375M tokens of warmup, as in GPT-3
 max_iters = 19073  # 19,073 x 524,288 tokens = 10B tokens: one pass over the data
 lr_decay_iters = 19073
+decay_lr = True
 weight_decay = 0.1
 beta1 = 0.9
 beta2 = 0.95

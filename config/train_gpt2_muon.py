@@ -19,6 +19,7 @@ wandb_project = "gpt2-124M"
 wandb_run_name = "gpt2-124M-muon"
 
 dataset = "fineweb10B"
+init_from = "scratch"
 batch_size = 32
 block_size = 1024
 gradient_accumulation_steps = 524288 // (batch_size * block_size)  # = 16: 0.5M tokens per step
@@ -41,6 +42,7 @@ min_lr = learning_rate / 10
 warmup_iters = 700
 max_iters = 9536  # 5B tokens
 lr_decay_iters = 9536
+decay_lr = True
 
 eval_interval = 250
 eval_iters = 40
