@@ -9,11 +9,12 @@ How fast does this code train and generate on your hardware?
     python bench.py --profile=True                   # also print the costliest ops, write a trace
     python bench.py --preset=quickstart --activation_checkpointing   # the cost of recomputing blocks
     python bench.py --mode=memory                    # per-GPU memory of GPT-2 .. GPT-2 XL, DDP vs FSDP
-    python bench.py --preset=quickstart --optimizer=muon  # the training step with Muon instead of AdamW
+    python bench.py --preset=quickstart --optimizer=adamw  # the quick start's step with AdamW, not Muon
     python bench.py --mode=recipes --recipes=default,quickstart_adamw   # whole runs side by side
 
 Training mode times train.py's own train_step() (gradient accumulation, clipping, loss scaling
-and the update included: AdamW, or Muon with --optimizer=muon), after warm-up steps that also
+and the update included), with the optimizer and settings train.py would use for the preset's
+recipe (PRESETS; --optimizer swaps the optimizer alone), after warm-up steps that also
 absorb torch.compile's compile time, and reports the median step time, tokens/s and MFU: the
 share of the accelerator's peak bf16 FLOP/s spent on the model's own maths (6 FLOPs per
 parameter per token plus attention, GPT.flops_per_token). MFU is left out on CPU, which has no
@@ -65,7 +66,8 @@ import common
 from common import ConfigError, UserError, write_atomic
 from configurator import parse_config
 from data import BatchLoader, dataset_path
-from distributed import setup_distributed, teardown_distributed, wrap_model
+import hf
+from distributed import Distributed, check_parallel, setup_distributed, teardown_distributed, wrap_model
 from metrics import METRICS_NAME, read_metrics
 from model import GPT, GPTConfig
 from optim import configure_optimizer
@@ -73,16 +75,14 @@ from train import TrainConfig, train_step
 
 ROOT = Path(__file__).resolve().parent  # train.py and config/ are found from here
 
-# Model shapes to benchmark: OpenAI's four GPT-2 sizes, and two character-level recipes read from
-# train.py's own settings, so they follow the recipes when those change: "quickstart" is
-# train.py's default (CPU) model, "baby" is config/train_shakespeare_char.py's GPU "baby GPT"
-# (nanoGPT's quick-start model).
+# What to benchmark, each preset with the train.py arguments of its recipe, whose optimizer and
+# settings the training step uses: OpenAI's four GPT-2 sizes (shapes from hf.GPT2_MODELS) with
+# config/train_gpt2.py's AdamW; "quickstart", train.py's default (CPU) model and optimizer; "baby",
+# config/train_shakespeare_char.py's GPU "baby GPT" (nanoGPT's quick-start model). The character
+# models' shapes are read from their recipes too, so they follow the recipes when those change.
 PRESETS = {
-    "gpt2": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257),
-    "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024, block_size=1024, vocab_size=50257),
-    "gpt2-large": dict(n_layer=36, n_head=20, n_embd=1280, block_size=1024, vocab_size=50257),
-    "gpt2-xl": dict(n_layer=48, n_head=25, n_embd=1600, block_size=1024, vocab_size=50257),
-    "quickstart": [],  # train.py's arguments for this recipe: none
+    **{name: [str(ROOT / "config" / "train_gpt2.py")] for name in hf.GPT2_MODELS},
+    "quickstart": [],
     "baby": [str(ROOT / "config" / "train_shakespeare_char.py")],
 }
 
@@ -102,13 +102,16 @@ class BenchConfig:
     block_size: Optional[int] = None  # context length; None = the preset's
     vocab_size: Optional[int] = None  # vocabulary size; None = the preset's
     batch_size: Optional[int] = None  # None = the recipe's (baby on CPU: 4); gpt2: 16 on a GPU, 4 on CPU; memory mode: 1
-    gradient_accumulation_steps: int = 1  # micro-steps per timed optimizer step
+    # micro-steps per timed optimizer step, counted over all processes (as train.py counts them)
+    gradient_accumulation_steps: int = 1
     dataset: Optional[str] = None  # None = random tokens; else a prepared dataset (train.py's loader)
     # under torchrun, how the model is spread: as train.py's parallel option (fsdp works on 1 GPU too)
     parallel: Literal["ddp", "fsdp"] = "ddp"
     # recompute each block in backward instead of keeping its activations (train.py's option)
     activation_checkpointing: bool = False
-    optimizer: Literal["adamw", "muon"] = "adamw"  # train mode: the update train_step makes (train.py's option)
+    # train mode: the update train_step makes (train.py's option); None = the preset's recipe's,
+    # whose other optimizer settings (learning rate, betas, weight decay, clipping) are used either way
+    optimizer: Optional[Literal["adamw", "muon"]] = None
     warmup_iters: int = 5  # untimed steps first (compilation, memory allocation, cuDNN autotuning)
     iters: int = 10  # timed steps; the median is reported
     max_new_tokens: int = 500  # generate mode
@@ -131,18 +134,19 @@ class BenchConfig:
     json: bool = False  # print one JSON object with every figure at the end
 
 
-def recipe(preset):
-    """The TrainConfig of a character-level preset (a list of train.py arguments in PRESETS)."""
-    return parse_config(TrainConfig(), PRESETS[preset])
+def recipe(preset, optimizer=None):
+    """The TrainConfig of a preset's recipe (its train.py arguments in PRESETS), with another
+    optimizer if one is given."""
+    return parse_config(TrainConfig(), PRESETS[preset] + ([f"--optimizer={optimizer}"] if optimizer else []))
 
 
 def model_config(cfg):
-    if isinstance(PRESETS[cfg.preset], list):
+    if cfg.preset in hf.GPT2_MODELS:
+        shape = dataclasses.asdict(hf.gpt2_config(cfg.preset))
+    else:
         t = recipe(cfg.preset)
         shape = dict(n_layer=t.n_layer, n_head=t.n_head, n_embd=t.n_embd, block_size=t.block_size,
                      vocab_size=65, dropout=t.dropout, bias=t.bias)  # 65 = tiny Shakespeare's characters
-    else:
-        shape = dict(PRESETS[cfg.preset])
     for key in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size"):
         if getattr(cfg, key) is not None:
             shape[key] = getattr(cfg, key)
@@ -163,15 +167,18 @@ def bench_train(cfg, device, dtype):
     # Under torchrun the model is wrapped as train.py wraps it: DDP, or FSDP's shards (on one GPU
     # too: `torchrun --nproc_per_node=1 bench.py --parallel=fsdp` shows what sharding costs).
     dist, device = setup_distributed(device, cfg.parallel)
+    grad_accum_steps = dist.share("gradient_accumulation_steps", cfg.gradient_accumulation_steps)  # this process's
     torch.manual_seed(cfg.seed)
     config = model_config(cfg)
+    t = recipe(cfg.preset, cfg.optimizer)  # the optimizer and its settings: what train.py would use
     batch_size = default_batch_size(cfg, device)
     model = GPT(config).to(device)
     model.activation_checkpointing = cfg.activation_checkpointing  # as train.py sets it
     params = model.get_num_params(non_embedding=False)
     flops_per_token = model.flops_per_token()
     model = wrap_model(model, dist, device, cfg.parallel, dtype)
-    optimizer = configure_optimizer(model, cfg.optimizer, 6e-4, 0.1, (0.9, 0.95), device)
+    optimizer = configure_optimizer(model, t.optimizer, t.learning_rate, t.weight_decay, (t.beta1, t.beta2),
+                                    device, t.muon_lr_ratio, t.muon_lr_scaling)
     scaler = torch.amp.GradScaler(device.split(":")[0], enabled=dtype == "float16")
     ctx = common.autocast(device, dtype)
     common.allow_tf32(device)
@@ -189,8 +196,7 @@ def bench_train(cfg, device, dtype):
             return tokens[:, :-1], tokens[:, 1:]
 
     def step():
-        return train_step(step_model, optimizer, get_batch, cfg.gradient_accumulation_steps,
-                          scaler, 1.0, ctx)
+        return train_step(step_model, optimizer, get_batch, grad_accum_steps, scaler, t.grad_clip, ctx)
 
     print(f"warming up ({cfg.warmup_iters} steps{', compiling' if use_compile else ''})...", file=sys.stderr)
     t0 = time.perf_counter()
@@ -209,18 +215,18 @@ def bench_train(cfg, device, dtype):
     if cfg.profile:
         write_trace(step, device, cfg.trace_path)
 
-    tokens_per_step = batch_size * T * cfg.gradient_accumulation_steps
+    tokens_per_step = batch_size * T * cfg.gradient_accumulation_steps  # over all processes
     seconds = statistics.median(times)
     result = dict(mode="train", device=device_name(device), dtype=dtype, compile=use_compile,
                   parallel=cfg.parallel if dist.enabled else None, processes=dist.world_size,
-                  params=params, batch_size=batch_size, optimizer=cfg.optimizer,
+                  params=params, batch_size=batch_size, optimizer=t.optimizer,
                   block_size=T, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
                   activation_checkpointing=cfg.activation_checkpointing,
                   ms_per_step=seconds * 1000, tokens_per_sec=tokens_per_step / seconds,
                   warmup_seconds=warmup_seconds)
     peak = common.peak_flops(device)
     if peak:
-        result["mfu"] = flops_per_token * result["tokens_per_sec"] / peak
+        result["mfu"] = flops_per_token * result["tokens_per_sec"] / (peak * dist.world_size)
         result["peak_flops"] = peak
     if device.startswith("cuda"):
         result["max_memory_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
@@ -230,7 +236,7 @@ def bench_train(cfg, device, dtype):
     if dist.is_master:
         print(f"train: {result['params'] / 1e6:.1f}M parameters, batch {batch_size}x{T}"
               f"{f' x{cfg.gradient_accumulation_steps}' if cfg.gradient_accumulation_steps > 1 else ''}, "
-              f"{dtype}, {cfg.optimizer}, compile={use_compile}"
+              f"{dtype}, {t.optimizer}, compile={use_compile}"
               f"{', activation checkpointing' if cfg.activation_checkpointing else ''}: "
               f"{result['ms_per_step']:.1f} ms/step, "
               f"{result['tokens_per_sec']:,.0f} tokens/s"
@@ -363,7 +369,7 @@ def bench_recipes(cfg):
 # a single activation is stored. (Mixed precision does not shrink it: autocast computes in 16
 # bits, but the weights, gradients and moments stay in float32.)
 STATE_BYTES_PER_PARAM = dict(weights=4, gradients=4, adamw_moments=8)
-GPT2_SIZES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")  # OpenAI's four, in PRESETS
+GPT2_SIZES = tuple(hf.GPT2_MODELS)  # OpenAI's four
 WORLD_SIZES = (1, 2, 4, 8)  # processes (GPUs) the memory table shards over
 
 
@@ -466,12 +472,12 @@ def activation_bytes_per_layer(config, batch_size, seed=0):
 
 def state_table(names):
     """
-    One row per model of PRESETS named: its parameters, and the bytes of model state one process
+    One row per GPT-2 size named: its parameters, and the bytes of model state one process
     holds to train it under DDP and under FSDP on each of WORLD_SIZES processes. Shapes only.
     """
     rows = []
     for name in names:
-        config = GPTConfig(**PRESETS[name])
+        config = hf.gpt2_config(name)
         shapes = parameter_shapes(config)
         with torch.device("meta"):
             params_hf = GPT(config).get_num_params(non_embedding=False)  # padding rows left out
@@ -484,13 +490,13 @@ def state_table(names):
 
 def activation_table(names, batch_size, block_size, seed=0):
     """
-    {name: figures} for each model of PRESETS named: the bytes a training forward of
+    {name: figures} for each GPT-2 size named: the bytes a training forward of
     batch_size x block_size tokens keeps for backward, without and with activation
     checkpointing, for the whole model and per block (measured on the CPU, float32).
     """
     table = {}
     for name in names:
-        config = GPTConfig(**dict(PRESETS[name], block_size=block_size))
+        config = hf.gpt2_config(name, block_size=block_size)
         layers = activation_bytes_per_layer(config, batch_size, seed)
         table[name] = dict(
             activation_bytes={kind: f["fixed"] + config.n_layer * f["per_layer"] for kind, f in layers.items()},
@@ -588,13 +594,24 @@ def device_name(device):
     return device
 
 
-def main(argv=None):
-    cfg = parse_config(BenchConfig(), sys.argv[1:] if argv is None else argv, usage=__doc__)
+def parse_args(argv, world_size=None):
+    """The checked BenchConfig of a command line, before any work; world_size: the processes
+    torchrun starts (None without torchrun)."""
+    cfg = parse_config(BenchConfig(), argv, usage=__doc__)
     for name in ("iters", "repeats", "max_new_tokens", "prompt_tokens", "gradient_accumulation_steps"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{name} must be at least 1, got {getattr(cfg, name)}")
     if cfg.warmup_iters < 0:
         raise ConfigError(f"warmup_iters must be >= 0, got {cfg.warmup_iters}")
+    if cfg.mode == "train":
+        check_parallel(cfg.parallel, cfg.dtype, world_size)
+        Distributed(world_size=world_size or 1).share("gradient_accumulation_steps", cfg.gradient_accumulation_steps)
+    return cfg
+
+
+def main(argv=None):
+    world_size = int(os.environ["WORLD_SIZE"]) if common.started_by_torchrun() else None
+    cfg = parse_args(sys.argv[1:] if argv is None else argv, world_size)
     if cfg.mode == "memory":  # arithmetic and CPU forwards: no device to pick
         result = bench_memory(cfg)
     elif cfg.mode == "recipes":  # train.py picks the device of each run

@@ -17,8 +17,9 @@ What lives here:
     `consecutive_batches()`, every token of a split once, in order, for exact perplexity (eval.py,
     guide.py). Both open files through `open_split()` and read rows through `read_rows()`;
   - `load_split()`: a split's whole token arrays, for looking at small datasets (guide.py, tests);
-  - `BitsPerByte`: the loss per byte of text, which models with different tokenizers can share
-    (train.py's evaluations, eval.py perplexity), from `BatchLoader.token_bytes`.
+  - `LossSums`: an evaluation's mean loss per token and its loss per byte of text (bits per byte,
+    which models with different tokenizers can share), both from one pass of per-token losses
+    (`token_losses`), for train.py's evaluations and eval.py perplexity.
 
 Design choices:
   - meta.json is JSON, never pickle: loading a pickle can run arbitrary code, and JSON is
@@ -368,33 +369,54 @@ def consecutive_batches(dataset_dir, split, block_size, batch_size, device="cpu"
 
 
 # --------------------------------------------------------------------------------------------
-# Bits per byte
+# Evaluation: the loss per token and per byte, from one pass over the logits
 # --------------------------------------------------------------------------------------------
 
-class BitsPerByte:
+def token_losses(logits, targets):
     """
-    The loss per byte of text, summed over batches: bpb = (sum of the targets' losses in nats) /
-    (UTF-8 bytes those targets decode to x ln 2). The loss per token depends on how much text a
-    token holds (a character, or a whole word), so only models with the same tokenizer can compare
-    it; bits per byte compares any two. For characters of ASCII text (one byte each) it is the mean
-    loss / ln 2. Targets that are no text count in neither sum: padding (-1) and special tokens
-    such as <|endoftext|> (0 bytes in token_bytes).
+    (B, T) cross-entropy of each target in nats, in float32; 0 where the target is -1 (padding).
+    One sequence at a time: the float32 copy of the logits (and softmax's) then exists for one row
+    at a time, not for the whole batch. At GPT-2's evaluation shape (32 x 1024 x 50,257) a whole
+    batch's would be 6.6 GB each, beside the 3.3 GB of the bfloat16 logits themselves.
+    """
+    return torch.stack([F.cross_entropy(row.float(), row_targets, ignore_index=-1, reduction="none")
+                        for row, row_targets in zip(logits, targets)])
+
+
+class LossSums:
+    """
+    Sums over any number of batches, from which both evaluation figures follow:
+    - `loss`: the mean cross-entropy per target token (nats), every target but padding (-1);
+    - `bits_per_byte`: (sum of the targets' losses in nats) / (UTF-8 bytes those targets decode to
+      x ln 2). The loss per token depends on how much text a token holds (a character, or a whole
+      word), so only models with the same tokenizer can compare it; bits per byte compares any
+      two. For characters of ASCII text (one byte each) it is the mean loss / ln 2. Targets that
+      are no text count in neither of its sums: padding and special tokens such as <|endoftext|>
+      (0 bytes in token_bytes).
+    Each batch's per-token losses are computed once (token_losses) and both figures read them.
     """
 
-    def __init__(self, token_bytes: torch.Tensor):
-        self.token_bytes = token_bytes  # (vocab_size,): bytes per id (BatchLoader.token_bytes)
-        self.nats, self.num_bytes = 0.0, 0
+    def __init__(self, token_bytes: torch.Tensor | None = None):
+        self.token_bytes = token_bytes  # (vocab_size,): bytes per id (BatchLoader.token_bytes), or None
+        self.nats, self.tokens = 0.0, 0  # every target's
+        self.text_nats, self.num_bytes = 0.0, 0  # the targets that are text
 
     def add(self, logits, targets):
         """logits (B, T, vocab_size) and targets (B, T) of one batch."""
-        targets = targets.reshape(-1)  # (B*T,)
-        num_bytes = torch.where(targets >= 0, self.token_bytes[targets.clamp(min=0)], 0)  # (B*T,)
-        text_targets = targets.masked_fill(num_bytes == 0, -1)  # ignore_index=-1 skips the others
-        loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), text_targets, ignore_index=-1,
-                               reduction="sum")
-        self.nats += loss.item()
-        self.num_bytes += int(num_bytes.sum().item())
+        losses = token_losses(logits, targets)  # (B, T)
+        self.nats += losses.sum().item()
+        self.tokens += int((targets >= 0).sum().item())
+        if self.token_bytes is not None:
+            num_bytes = torch.where(targets >= 0, self.token_bytes[targets.clamp(min=0)], 0)  # (B, T)
+            self.text_nats += losses[num_bytes > 0].sum().item()
+            self.num_bytes += int(num_bytes.sum().item())
 
-    def value(self) -> float:
+    @property
+    def loss(self) -> float:
+        """Mean loss per target token so far; NaN before any."""
+        return self.nats / self.tokens if self.tokens else float("nan")
+
+    @property
+    def bits_per_byte(self) -> float:
         """Bits per byte so far; NaN before any byte of text was scored."""
-        return self.nats / (math.log(2) * self.num_bytes) if self.num_bytes else float("nan")
+        return self.text_nats / (math.log(2) * self.num_bytes) if self.num_bytes else float("nan")

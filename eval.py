@@ -9,7 +9,7 @@ training loss:
 Perplexity = exp(mean cross-entropy) on text the model never trained on: "the model is as unsure
 as if it picked uniformly among this many tokens". It is only comparable between models with
 the same tokenizer, and a low number can still mean the model memorised the style, not the
-meaning. Bits per byte (bpb, data.BitsPerByte) is the same loss per byte of text instead of per
+meaning. Bits per byte (bpb, data.LossSums) is the same loss per byte of text instead of per
 token: it compares models with any two tokenizers (characters, learned BPE, GPT-2's). Unlike
 train.py's eval (random windows, a quick estimate), this reads the whole validation split once,
 in consecutive windows, so both figures are exact and reproducible.
@@ -37,8 +37,9 @@ from torch.nn import functional as F
 from checkpoint import load_model
 from common import ConfigError, autocast, pick_device, pick_dtype, run_command
 from configurator import help_text, parse_config
-from data import BitsPerByte, DataError, consecutive_batches, dataset_path, load_meta
+from data import DataError, LossSums, consecutive_batches, dataset_path, load_meta
 from download import DownloadError, cache_dir, download
+from hf import check_name_or_path
 from tokenizer import tokenizer_from_meta
 
 TASKS = ("perplexity", "hellaswag")
@@ -76,26 +77,19 @@ def perplexity(model, batches, max_tokens=None, ctx=None, token_bytes=None):
     window it fell in. Returns dict(loss, ppl, tokens), and with token_bytes (the bytes of text
     per id, data.BatchLoader.token_bytes) bits per byte over the same targets: bpb, bytes.
     """
-    total_loss, total_tokens = 0.0, 0
-    bits_per_byte = BitsPerByte(token_bytes) if token_bytes is not None else None
+    sums = LossSums(token_bytes)
     model.eval()
     for x, y in batches:
         with ctx or contextlib.nullcontext():  # no_grad is already on
             logits, _ = model(x)
-        loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1),
-                               ignore_index=-1, reduction="sum")
-        total_loss += loss.item()
-        total_tokens += (y != -1).sum().item()
-        if bits_per_byte is not None:
-            bits_per_byte.add(logits, y)
-        if max_tokens is not None and total_tokens >= max_tokens:
+        sums.add(logits, y)
+        if max_tokens is not None and sums.tokens >= max_tokens:
             break
-    if total_tokens == 0:
+    if sums.tokens == 0:
         raise DataError("no tokens to evaluate: the split is empty or shorter than 2 tokens")
-    mean = total_loss / total_tokens
-    result = dict(loss=mean, ppl=math.exp(mean), tokens=total_tokens)
-    if bits_per_byte is not None:
-        result.update(bpb=bits_per_byte.value(), bytes=bits_per_byte.num_bytes)
+    result = dict(loss=sums.loss, ppl=math.exp(sums.loss), tokens=sums.tokens)
+    if sums.num_bytes:
+        result.update(bpb=sums.bits_per_byte, bytes=sums.num_bytes)
     return result
 
 
@@ -208,17 +202,27 @@ def hellaswag(model, items, tokenizer, batch_size=8, device="cpu", ctx=None, pro
 
 # --------------------------------------------------------------------------------------------
 
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
+def parse_args(argv):
+    """(task, the checked EvalConfig) of a command line, before any model is loaded."""
     if not argv or argv[0] in ("-h", "--help"):
         print(help_text(EvalConfig, usage=__doc__))  # the usage, then every option
         if argv:
-            return 0
+            raise SystemExit(0)
     if not argv or argv[0] not in TASKS:
         given = f"unknown task {argv[0]!r}: " if argv else ""
         raise ConfigError(f"{given}the first argument must be the task: {' or '.join(TASKS)}, "
                           "e.g. python eval.py perplexity --out_dir=out")
-    task, cfg = argv[0], parse_config(EvalConfig(), argv[1:], usage=__doc__)
+    cfg = parse_config(EvalConfig(), argv[1:], usage=__doc__)
+    if cfg.init_from != "resume":
+        check_name_or_path(cfg.init_from)  # a misspelt GPT-2 name or a missing folder: one line
+    for name in ("batch_size", "max_tokens", "limit"):
+        if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
+            raise ConfigError(f"{name} must be at least 1, got {getattr(cfg, name)}")
+    return argv[0], cfg
+
+
+def main(argv=None):
+    task, cfg = parse_args(sys.argv[1:] if argv is None else argv)
     device = pick_device(cfg.device)
     dtype = pick_dtype(device, cfg.dtype)
     ctx = autocast(device, dtype)

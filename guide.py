@@ -1155,12 +1155,17 @@ def pdf_pages(path):
     return max((int(c) for c in counts), default=0)
 
 
-def main(argv=None):
-    """Parse --key=value options (see GuideConfig) and build; returns build()'s summary."""
-    cfg = parse_config(GuideConfig(), sys.argv[1:] if argv is None else argv, usage=__doc__)
+def parse_args(argv):
+    """The checked GuideConfig of a command line (--key=value options), before any work."""
+    cfg = parse_config(GuideConfig(), argv, usage=__doc__)
     if cfg.build_iters < 1 or cfg.threads < 1:
         raise common.ConfigError("build_iters and threads must be at least 1")
-    return build(cfg)
+    return cfg
+
+
+def main(argv=None):
+    """Parse the options and build; returns build()'s summary."""
+    return build(parse_args(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

@@ -36,8 +36,8 @@ GPT2_CONTEXT, GPT2_VOCAB = 1024, 50257
 
 def gpt2_config(name, **overrides):
     """The GPTConfig of one of GPT-2's sizes (bias=True: GPT-2 has biases)."""
-    return GPTConfig(block_size=GPT2_CONTEXT, vocab_size=GPT2_VOCAB, bias=True,
-                     **{**GPT2_MODELS[name][1], **overrides})
+    return GPTConfig(**{**dict(block_size=GPT2_CONTEXT, vocab_size=GPT2_VOCAB, bias=True),
+                        **GPT2_MODELS[name][1], **overrides})
 
 
 class WeightsError(UserError):

@@ -60,8 +60,8 @@ def split_text(text: str, val_fraction: float = VAL_FRACTION, separator: str | N
     return text[:cut], text[cut:]
 
 
-def make_tokenizer(kind: str, text: str, train_text: str, vocab_size: int | None = None, eot: bool = False):
-    """The tokenizer `kind` for this text: char from all of it, bpe learned from train_text."""
+def check_tokenizer_options(kind: str, vocab_size: int | None = None, eot: bool = False):
+    """Refuse tokenizer options that cannot work together, before any text is read."""
     if kind not in ("char", "bpe", "gpt2"):
         raise ValueError(f"unknown tokenizer {kind!r}: choose 'char', 'bpe' or 'gpt2'")
     if kind == "bpe" and vocab_size is None:
@@ -70,6 +70,11 @@ def make_tokenizer(kind: str, text: str, train_text: str, vocab_size: int | None
         raise ConfigError(f"--vocab_size is for --tokenizer=bpe only: the {kind} tokenizer's vocabulary is fixed")
     if kind == "char" and eot:
         raise ConfigError("--eot needs a tokenizer with an end-of-text token: --tokenizer=bpe or gpt2")
+
+
+def make_tokenizer(kind: str, text: str, train_text: str, vocab_size: int | None = None, eot: bool = False):
+    """The tokenizer `kind` for this text: char from all of it, bpe learned from train_text."""
+    check_tokenizer_options(kind, vocab_size, eot)
     if kind == "char":
         return CharTokenizer.from_text(text)
     if kind == "gpt2":
@@ -179,10 +184,14 @@ def fetch_shard(filename: str, dataset_dir: Path) -> int:
         raise ShardError(f"{e}. The shard was deleted; run the command again to re-download it") from None
 
 
-def prepare_fineweb(num_shards: int = 1, data_dir=None, name: str = "fineweb10B") -> Path:
-    """Download the val shard and the first num_shards train shards of FineWeb 10B (GPT-2 tokens)."""
+def check_num_shards(num_shards: int):
     if not 1 <= num_shards <= FINEWEB_MAX_TRAIN_SHARDS:
         raise ConfigError(f"num_shards must be between 1 and {FINEWEB_MAX_TRAIN_SHARDS}, got {num_shards}")
+
+
+def prepare_fineweb(num_shards: int = 1, data_dir=None, name: str = "fineweb10B") -> Path:
+    """Download the val shard and the first num_shards train shards of FineWeb 10B (GPT-2 tokens)."""
+    check_num_shards(num_shards)
     dataset_dir = dataset_path(name, data_dir)
     dataset_dir.mkdir(parents=True, exist_ok=True)
     train_shards, val_shards = fineweb_shard_names(num_shards)
@@ -278,10 +287,20 @@ def prepare(command: str, args: argparse.Namespace, data_dir) -> Path:
     return prepare_text_file(args.input, args.tokenizer, args.name, data_dir, args.vocab_size, args.eot)
 
 
-def main(argv=None) -> int:
+def parse_args(argv) -> argparse.Namespace:
+    """The checked options of a command line, before any text is read or downloaded."""
     args = build_parser().parse_args(argv)
-    command = args.command or "shakespeare_char"
-    prepare(command, args, getattr(args, "data_dir", None))  # only the sub-commands have --data_dir
+    args.command = args.command or "shakespeare_char"
+    if args.command in ("shakespeare", "text"):
+        check_tokenizer_options(args.tokenizer, args.vocab_size, getattr(args, "eot", False))
+    if args.command == "fineweb10B":
+        check_num_shards(args.num_shards)
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    prepare(args.command, args, getattr(args, "data_dir", None))  # only the sub-commands have --data_dir
     return 0
 
 

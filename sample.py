@@ -27,6 +27,7 @@ import torch
 from checkpoint import load_model
 from common import ConfigError, autocast, pick_device, pick_dtype, run_command
 from configurator import parse_config
+from hf import check_name_or_path
 from model import validate_sampling
 
 
@@ -51,7 +52,8 @@ def prompt_ids(start, tokenizer, block_size):
     """The prompt as token ids. An empty prompt starts from the model's natural start token:
     <|endoftext|> when the tokenizer has one (every training document began after one, as in
     GPT-2's), else a newline (where a speech or paragraph begins), else id 0 for a character
-    vocabulary without a newline. A prompt longer than the context keeps its last block_size tokens."""
+    vocabulary without a newline. A prompt that fills the context keeps its last block_size // 2
+    tokens, as generation does with a full window."""
     if start.startswith("FILE:"):
         path = Path(start[len("FILE:"):])
         if not path.is_file():
@@ -66,10 +68,13 @@ def prompt_ids(start, tokenizer, block_size):
         ids = [0]  # a text without line breaks: the first character of the sorted vocabulary
     else:
         ids = tokenizer.encode("\n")  # characters, or learned BPE (bytes: it can encode any text)
-    if len(ids) > block_size:
-        print(f"warning: the prompt has {len(ids)} tokens but the model's context is {block_size}; "
-              f"only its last {block_size} tokens are used", file=sys.stderr)
-        ids = ids[-block_size:]
+    if len(ids) >= block_size:
+        # A full window leaves no room for a new token: generation keeps the newer half of it
+        # (model.GPT.generate_tokens), so that half is all the model will see of the prompt.
+        print(f"warning: the prompt has {len(ids)} tokens and the model's context is {block_size}; "
+              f"only its last {block_size // 2} tokens are used (a full window keeps its newer half)",
+              file=sys.stderr)
+        ids = ids[-(block_size // 2):]
     return ids
 
 
@@ -97,9 +102,9 @@ def stream_sample(model, tokenizer, ids, cfg, device, ctx, generator, out=None):
     return new_ids
 
 
-def main(argv=None):
-    cfg = parse_config(SampleConfig(), sys.argv[1:] if argv is None else argv, usage=__doc__)
-    # Check the options now, not after loading the model.
+def parse_args(argv):
+    """The checked SampleConfig of a command line, before any model is loaded."""
+    cfg = parse_config(SampleConfig(), argv, usage=__doc__)
     try:
         validate_sampling(cfg.temperature, cfg.top_k, cfg.top_p)
     except ValueError as e:
@@ -107,6 +112,13 @@ def main(argv=None):
     for name in ("num_samples", "max_new_tokens"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{name} must be at least 1, got {getattr(cfg, name)}")
+    if cfg.init_from != "resume":
+        check_name_or_path(cfg.init_from)  # a misspelt GPT-2 name or a missing folder: one line
+    return cfg
+
+
+def main(argv=None):
+    cfg = parse_args(sys.argv[1:] if argv is None else argv)
     device = pick_device(cfg.device)
     ctx = autocast(device, pick_dtype(device, cfg.dtype))
     model, tokenizer, source = load_model(cfg.init_from, cfg.out_dir, device)

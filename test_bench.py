@@ -16,6 +16,7 @@ import torch
 
 import bench
 import common
+import hf
 from configurator import parse_config
 import train
 from model import GPT, GPTConfig
@@ -185,7 +186,7 @@ def test_activation_checkpointing_option_reaches_the_model(monkeypatch, capsys):
 # ---------------------------------------------------------------------------- memory mode
 
 def gpt2_shapes(name):
-    return bench.parameter_shapes(GPTConfig(**bench.PRESETS[name]))
+    return bench.parameter_shapes(hf.gpt2_config(name))
 
 
 def test_state_is_16_bytes_per_parameter_and_chunks_round_up():
@@ -216,7 +217,7 @@ def test_gpt2_xl_state_counts_every_allocated_parameter():
     # Hugging Face's gpt2-xl has 1,557,611,200 parameters, and so does ours without the padding
     # rows of the embedding (get_num_params leaves them out). The memory counts them: 47 rows x
     # 1600 are allocated, trained and stored in AdamW like every other row.
-    config = GPTConfig(**bench.PRESETS["gpt2-xl"])
+    config = hf.gpt2_config("gpt2-xl")
     with torch.device("meta"):
         assert GPT(config).get_num_params(non_embedding=False) == 1_557_611_200
     allocated = 1_557_611_200 + (50_304 - 50_257) * 1600

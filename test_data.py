@@ -362,30 +362,41 @@ def test_dataset_with_altered_or_missing_merges_is_refused_naming_the_command(tm
 
 
 # ----------------------------------------------------------------------------
-# data.py: bits per byte
+# data.py: the evaluation's loss and bits per byte, from one pass
 
 
-def test_bits_per_byte_leaves_padding_and_special_tokens_out_of_both_sums():
+def test_loss_sums_give_the_mean_loss_and_bits_per_byte_leaving_padding_and_special_tokens_out():
     import math
     import torch
     from torch.nn import functional as F
     token_bytes = torch.tensor([1, 2, 0, 3])  # id 2 is special: no text
     logits = torch.randn(2, 5, 4, generator=torch.Generator().manual_seed(0))
     targets = torch.tensor([[0, 1, 2, 3, -1], [3, 3, 2, 0, 1]])
-    nats, num_bytes = 0.0, 0
+    nats, tokens, text_nats, num_bytes = 0.0, 0, 0.0, 0
     for b in range(2):
         for t in range(5):
             target = int(targets[b, t])
-            if target in (-1, 2):
+            if target == -1:
                 continue
-            nats += F.cross_entropy(logits[b, t], torch.tensor(target)).item()
-            num_bytes += int(token_bytes[target])
-    bits_per_byte = data.BitsPerByte(token_bytes)
-    bits_per_byte.add(logits[:1], targets[:1])  # two batches add up to the one of both
-    bits_per_byte.add(logits[1:], targets[1:])
-    assert bits_per_byte.num_bytes == num_bytes == 1 + 2 + 3 + 3 + 3 + 1 + 2
-    assert bits_per_byte.value() == pytest.approx(nats / (math.log(2) * num_bytes), rel=1e-6)
-    assert math.isnan(data.BitsPerByte(token_bytes).value())  # nothing scored yet
+            loss = F.cross_entropy(logits[b, t], torch.tensor(target)).item()
+            nats, tokens = nats + loss, tokens + 1
+            if target != 2:
+                text_nats, num_bytes = text_nats + loss, num_bytes + int(token_bytes[target])
+    sums = data.LossSums(token_bytes)
+    sums.add(logits[:1], targets[:1])  # two batches add up to the one of both
+    sums.add(logits[1:], targets[1:])
+    assert sums.tokens == tokens == 9 and sums.num_bytes == num_bytes == 1 + 2 + 3 + 3 + 3 + 1 + 2
+    assert sums.loss == pytest.approx(nats / tokens, rel=1e-6)  # special tokens count in the loss
+    assert sums.bits_per_byte == pytest.approx(text_nats / (math.log(2) * num_bytes), rel=1e-6)
+    # The same as the model's own loss: cross_entropy over the whole batch at once, in bfloat16 too.
+    whole = F.cross_entropy(logits.reshape(-1, 4), targets.reshape(-1), ignore_index=-1)
+    assert sums.loss == pytest.approx(whole.item(), rel=1e-6)
+    half = data.token_losses(logits.bfloat16(), targets)
+    expected = F.cross_entropy(logits.bfloat16().float().reshape(-1, 4), targets.reshape(-1), ignore_index=-1,
+                               reduction="none").view(2, 5)
+    assert half.dtype == torch.float32 and torch.equal(half, expected)
+    empty = data.LossSums(token_bytes)
+    assert math.isnan(empty.loss) and math.isnan(empty.bits_per_byte)  # nothing scored yet
 
 
 # ----------------------------------------------------------------------------

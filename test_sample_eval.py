@@ -64,10 +64,18 @@ def test_empty_prompt_of_a_learned_bpe_model_is_a_newline_or_its_end_of_text(eot
         assert ids == tokenizer.encode("\n") and tokenizer.decode(ids) == "\n"
 
 
-def test_long_prompt_is_cropped_with_a_warning(capsys):
-    ids = sample.prompt_ids("abcdefghij" * 3, CharTokenizer(CHARS), 16)
-    assert ids == CharTokenizer(CHARS).encode(("abcdefghij" * 3)[-16:])
-    assert "only its last 16 tokens" in capsys.readouterr().err
+def test_long_prompt_is_cropped_with_a_warning_that_says_what_generation_sees(capsys):
+    tokenizer, text = CharTokenizer(CHARS), "abcdefghij" * 3
+    ids = sample.prompt_ids(text, tokenizer, 16)
+    assert ids == tokenizer.encode(text[-8:])
+    assert "only its last 8 tokens are used" in capsys.readouterr().err
+    # ...which is true: generating from the whole prompt gives what generating from those gives.
+    model = char_model(block_size=16)
+    whole = model.generate(torch.tensor([tokenizer.encode(text)]), 10, temperature=0)[0, -10:]
+    cropped = model.generate(torch.tensor([ids]), 10, temperature=0)[0, -10:]
+    assert torch.equal(whole, cropped)
+    sample.prompt_ids(text[:15], tokenizer, 16)  # one token short of the window: kept whole, no warning
+    assert capsys.readouterr().err == ""
 
 
 def test_prompt_from_file(tmp_path):
@@ -363,9 +371,16 @@ def test_acc_uses_total_loss_and_acc_norm_loss_per_token(monkeypatch):
     (["train.py", "--parallel=fsdp"], "parallel=fsdp shards the model over the processes torchrun starts"),
     (["eval.py", "perplexity", "--out_dir={missing}"], "no checkpoint at"),
     (["bench.py", "--mode=sample"], "mode expects one of 'train', 'generate'"),
+    (["sample.py", "--init_from=gtp2"], "'gtp2' is neither one of gpt2, gpt2-medium, gpt2-large, gpt2-xl "
+                                        "nor a folder: did you mean 'gpt2'?"),
+    (["sample.py", "--init_from={missing}"], "nor a folder"),
+    (["sample.py", "--init_from={empty}"], "config.json is missing"),
+    (["eval.py", "perplexity", "--init_from=gpt-2"], "did you mean 'gpt2'?"),
+    (["eval.py", "perplexity", "--init_from={empty}"], "config.json is missing"),
 ])
 def test_scripts_report_user_errors_in_one_line(tmp_path, argv, message):
-    argv = [a.format(missing=tmp_path / "no-such-run") for a in argv]
+    (tmp_path / "empty").mkdir()  # a folder that is no Hugging Face checkpoint
+    argv = [a.format(missing=tmp_path / "no-such-run", empty=tmp_path / "empty") for a in argv]
     result = subprocess.run([sys.executable] + argv, cwd=Path(__file__).parent, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 1

@@ -484,10 +484,14 @@ def _hf_bpe(text: str, vocab_size: int):
     return hf
 
 
-def main(argv=None):
+def parse_args(argv):
     parser = argparse.ArgumentParser(description=compression_table.__doc__)
     parser.add_argument("--vocab_size", type=int, nargs="+", default=[1024, 4096], help="default: 1024 4096")
-    rows = compression_table(parser.parse_args(argv).vocab_size)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    rows = compression_table(parse_args(argv).vocab_size)
     print(f"{'tokenizer':<22}{'vocab':>8}{'train s':>10}{'val tokens/byte':>18}")
     for row in rows:
         seconds = "-" if row["train_seconds"] is None else f"{row['train_seconds']:.2f}"

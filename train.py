@@ -61,7 +61,7 @@ from checkpoint import (delete_checkpoints, find_checkpoint, load_training_check
                         restore_training_state, save_training_checkpoint, training_state)
 from common import ConfigError, UserError
 from configurator import config_to_dict, parse_config, print_config
-from data import BatchLoader, BitsPerByte, DataError, dataset_path
+from data import BatchLoader, DataError, LossSums, dataset_path
 from distributed import (Distributed, check_parallel, gradient_sync, is_sharded, setup_distributed,
                          teardown_distributed, unwrap_model, wrap_model)
 from metrics import METRICS_NAME, RunLog, format_duration
@@ -227,20 +227,18 @@ def train_step(model, optimizer, get_batch, grad_accum_steps, scaler=None, grad_
 def estimate_loss(model, loader, eval_iters, ctx=None):
     """Mean loss over eval_iters fixed batches of each split, model in eval mode (no dropout), and
     bits per byte ("train_bpb", "val_bpb"): the same loss per byte of text, which compares models
-    with different tokenizers (data.BitsPerByte)."""
+    with different tokenizers. Both come from one pass of per-token losses (data.LossSums)."""
     ctx = contextlib.nullcontext() if ctx is None else ctx
     was_training = model.training
     model.eval()
     losses = {}
     for split in ("train", "val"):
-        total, bits_per_byte = 0.0, BitsPerByte(loader.token_bytes)
+        sums = LossSums(loader.token_bytes)
         for x, y in loader.eval_batches(split, eval_iters):
             with ctx:
-                logits, loss = model(x, y)
-            total += loss.item()
-            bits_per_byte.add(logits, y)
-        losses[split] = total / eval_iters
-        losses[f"{split}_bpb"] = bits_per_byte.value()
+                logits, _ = model(x)
+            sums.add(logits, y)
+        losses[split], losses[f"{split}_bpb"] = sums.loss, sums.bits_per_byte
     model.train(was_training)
     return losses
 
