@@ -120,7 +120,11 @@ class ShardedMuon(torch.optim.Muon):
     as one process computes, Newton-Schulz on the whole matrix (see the docstring)."""
 
     @torch.no_grad()
-    def step(self):
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:  # the Optimizer interface (Distributed Checkpoint calls step too)
+            with torch.enable_grad():
+                loss = closure()
         for group in self.param_groups:
             lr, momentum = group["lr"], group["momentum"]
             for p in group["params"]:
@@ -138,6 +142,7 @@ class ShardedMuon(torch.optim.Muon):
                 mine = distribute_tensor(whole, p.device_mesh, p.placements, src_data_rank=None)
                 p.mul_(1 - lr * group["weight_decay"])  # decoupled weight decay
                 p.add_(mine, alpha=-lr * muon_lr_scale(group["adjust_lr_fn"], p.shape))
+        return loss
 
 
 class Optimizers:

@@ -24,7 +24,7 @@ import checkpoint as ckpt_io
 import distributed
 import train
 from common import ConfigError
-from test_train import REPO, free_port, read_metrics, subprocess_env, tiny_args
+from test_train import REPO, free_port, one_thread, read_metrics, subprocess_env, tiny_args  # noqa: F401 (a fixture)
 
 ACCUM = dict(gradient_accumulation_steps=4, dropout=0.0, max_iters=8)  # 2 micro-steps per rank
 
@@ -100,7 +100,7 @@ def test_an_fsdp_checkpoint_is_sharded_and_only_the_newest_is_kept(runs):
     assert sorted(p.name for p in folder.glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]  # a shard per rank
     assert not (out_dir / "ckpt.pt").exists() and not (out_dir / "ckpt-000004").exists()
     state = ckpt_io.load_checkpoint(folder / ckpt_io.SHARDED_EXTRA)
-    assert state["iter_num"] == 8 and "rng" in state and "data" in state and "model" not in state
+    assert state["iter_num"] == 8 and "data" in state and "model" not in state
 
 
 def test_resume_on_the_same_two_ranks_continues_bit_identically(runs, tmp_path, data_dir):
@@ -120,6 +120,90 @@ def test_resume_on_one_process_from_a_two_rank_checkpoint(runs, tmp_path, data_d
     train.main(tiny_args(out_dir, data_dir, init_from="resume", **ACCUM))
     assert (out_dir / "ckpt.pt").is_file() and not (out_dir / "ckpt.json").exists()
     assert_close_weights(weights(out_dir), weights(runs["fsdp"]))
+
+
+def test_resume_with_dropout_on_two_ranks_is_bit_identical(tmp_path, data_dir):
+    # Each rank draws its own dropout masks, seeded per step from (seed, step, rank): a resumed
+    # run, on every rank, draws the very masks the uninterrupted one drew.
+    args = dict(ACCUM, dropout=0.2, max_iters=6, eval_interval=3)
+    torchrun(tiny_args(tmp_path / "straight", data_dir, parallel="fsdp", **args), tmp_path)
+    torchrun(tiny_args(tmp_path / "resumed", data_dir, parallel="fsdp", **dict(args, max_iters=3)), tmp_path)
+    torchrun(tiny_args(tmp_path / "resumed", data_dir, parallel="fsdp", init_from="resume", **args), tmp_path)
+    assert_close_weights(weights(tmp_path / "resumed"), weights(tmp_path / "straight"), exact=True)
+    assert read_metrics(tmp_path / "resumed") == read_metrics(tmp_path / "straight")
+
+
+# --------------------------------------------------------------------------------------------
+# Muon under FSDP: Newton-Schulz on whole matrices (optim.ShardedMuon)
+# --------------------------------------------------------------------------------------------
+
+# One micro-step per rank and no clipping: then the two ranks' gradients, averaged, are bit for bit
+# what one process accumulates over the same two micro-batches (halving is exact in floating
+# point), so any difference would be the optimizer's.
+MUON_EXACT = dict(optimizer="muon", gradient_accumulation_steps=2, grad_clip=0.0, dropout=0.0, max_iters=8)
+
+SHARDED_MUON_SCRIPT = """
+import sys, torch
+import common, optim
+from torch.distributed.fsdp import fully_shard
+from torch.distributed.tensor import distribute_tensor
+
+def main():
+    torch.distributed.init_process_group("gloo")
+    torch.manual_seed(0)
+    sharded, plain = torch.nn.Linear(16, 41, bias=False), torch.nn.Linear(16, 41, bias=False)
+    plain.load_state_dict(sharded.state_dict())
+    fully_shard(sharded)  # 41 rows over 2 ranks: 21 and 20
+    settings = dict(lr=0.02, weight_decay=0.1, adjust_lr_fn=sys.argv[1])
+    optimizers = optim.ShardedMuon(sharded.parameters(), **settings), torch.optim.Muon(plain.parameters(), **settings)
+    for step in range(3):
+        grad = torch.randn(41, 16)  # the same on both ranks: the same seed
+        plain.weight.grad = grad.clone()
+        sharded.weight.grad = distribute_tensor(grad, sharded.weight.device_mesh, sharded.weight.placements,
+                                                src_data_rank=None)
+        for optimizer in optimizers:
+            optimizer.step()
+        assert torch.equal(sharded.weight.full_tensor(), plain.weight.detach()), step
+    print("equal", flush=True)
+
+sys.exit(common.run_command(main))  # ends a torchrun process without gloo's shutdown abort
+"""
+
+
+@pytest.mark.parametrize("scaling", ["match_rms_adamw", "original"])
+def test_sharded_muon_steps_uneven_shards_exactly_as_torchs_muon(tmp_path, scaling):
+    (tmp_path / "sharded_muon.py").write_text(SHARDED_MUON_SCRIPT)
+    result = torchrun([scaling], tmp_path, script=tmp_path / "sharded_muon.py")
+    assert result.stdout.count("equal") == 2  # both ranks
+
+
+def test_fsdp_with_muon_is_one_process_bit_for_bit_and_resumes_exactly(tmp_path, data_dir):
+    torchrun(tiny_args(tmp_path / "fsdp", data_dir, parallel="fsdp", **MUON_EXACT), tmp_path)
+    train.main(tiny_args(tmp_path / "single", data_dir, **MUON_EXACT))
+    assert_close_weights(weights(tmp_path / "fsdp"), weights(tmp_path / "single"), exact=True)
+    assert read_metrics(tmp_path / "fsdp") == read_metrics(tmp_path / "single")
+    # Stopped at 4 and resumed: on the same 2 ranks, and on one process (Muon's momentum, sharded
+    # by Distributed Checkpoint, comes back whole), both exactly the uninterrupted run.
+    half = dict(MUON_EXACT, max_iters=4)
+    torchrun(tiny_args(tmp_path / "half", data_dir, parallel="fsdp", **half), tmp_path)
+    shutil.copytree(tmp_path / "half", tmp_path / "on_one")
+    torchrun(tiny_args(tmp_path / "half", data_dir, parallel="fsdp", init_from="resume", **MUON_EXACT), tmp_path)
+    train.main(tiny_args(tmp_path / "on_one", data_dir, init_from="resume", **MUON_EXACT))
+    for resumed in ("half", "on_one"):
+        assert_close_weights(weights(tmp_path / resumed), weights(tmp_path / "single"), exact=True)
+
+
+def test_fsdp_with_muon_and_accumulation_matches_one_process(tmp_path, data_dir):
+    # Two micro-steps per rank, clipped: the gradients now differ from one process's in their last
+    # bits (another order of summation), which Newton-Schulz in bfloat16 can round either way;
+    # within the tolerance the DDP test uses for Muon after 6 steps.
+    args = dict(ACCUM, optimizer="muon", learning_rate=1e-3, max_iters=6, eval_interval=3)
+    torchrun(tiny_args(tmp_path / "fsdp", data_dir, parallel="fsdp", **args), tmp_path)
+    train.main(tiny_args(tmp_path / "single", data_dir, **args))
+    assert_close_weights(weights(tmp_path / "fsdp"), weights(tmp_path / "single"))
+    for a, b in zip(read_metrics(tmp_path / "fsdp"), read_metrics(tmp_path / "single"), strict=True):
+        key = "val_loss" if a["event"] == "eval" else "loss"
+        assert a[key] == pytest.approx(b[key], rel=1e-5)
 
 
 def test_sample_py_reads_an_fsdp_run_directly(runs):
@@ -246,8 +330,12 @@ def test_activation_checkpointing_in_one_process_gives_the_same_run(runs, tmp_pa
 def test_bench_times_the_sharded_step_under_torchrun(tmp_path):
     # What .ci/gpu measures on a GPU (gpt2-medium, FSDP against DDP), in small, on the CPU.
     result = torchrun(["--preset=quickstart", "--batch_size=2", "--warmup_iters=1", "--iters=2",
-                       "--parallel=fsdp", "--json"], tmp_path, script=REPO / "bench.py")
+                       "--parallel=fsdp", "--gradient_accumulation_steps=2", "--json"], tmp_path,
+                      script=REPO / "bench.py")
     # One report, rank 0's: two processes printing to one stdout could glue their lines together.
     reports = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert len(reports) == 1 and result.stdout.count("train: ") == 1
     assert reports[0]["parallel"] == "fsdp" and reports[0]["processes"] == 2 and reports[0]["ms_per_step"] > 0
+    # Accumulation counts over all processes, as in train.py: one micro-step each, 2 x 64 tokens each.
+    assert reports[0]["tokens_per_sec"] * reports[0]["ms_per_step"] / 1000 == pytest.approx(2 * 2 * 64)
+    assert reports[0]["optimizer"] == train.TrainConfig().optimizer  # the quick start's recipe: Muon

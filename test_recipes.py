@@ -5,15 +5,27 @@ Every recipe works as users run it.
   TrainConfig's defaults (the quick start's) can never change another recipe: each file is parsed
   against the real defaults and against defaults where every value is different, and what defines
   the recipe must come out the same.
+- Every documented command (the code blocks of README.md and results/*/README.md, the comments of
+  config/*.py) is parsed as its script parses it (`parse_args`: config files, flags, choices, and
+  conflicts such as FSDP without torchrun), without running it.
 """
 
 import dataclasses
+import re
+import shlex
 import typing
 from pathlib import Path
 
 import pytest
 
+import bench
+import eval as eval_script
+import guide
+import prepare
+import sample
+import tokenizer
 import train
+from common import UserError
 from configurator import parse_config
 
 REPO = Path(__file__).resolve().parent
@@ -74,3 +86,125 @@ def test_a_recipe_states_every_setting_that_defines_it(config):
     unstated = [key for key in defining_settings(as_is) if getattr(as_is, key) != getattr(elsewhere, key)]
     assert not unstated, (f"{config.name} leaves {', '.join(unstated)} to TrainConfig's defaults: a change "
                           f"of the quick start would change this recipe; state them in the file")
+
+
+# --------------------------------------------------------------------------------------------
+# Every documented command parses: its config files, its flags, their combination
+# --------------------------------------------------------------------------------------------
+
+COMMAND = re.compile(r"\b(?:python|torchrun)\s+(?:-|\S+\.py\b)")  # "python x.py", "torchrun --..."
+TORCHRUN_FLAGS_WITH_VALUES = ("--nproc_per_node", "--nnodes", "--node_rank", "--rdzv_backend",
+                              "--rdzv_endpoint", "--rdzv_id", "--master_addr", "--master_port")
+
+
+def logical_lines(lines):
+    """Join lines that end with a backslash to the next, as a shell does."""
+    joined = ""
+    for line in lines:
+        if line.rstrip().endswith("\\"):
+            joined += line.rstrip()[:-1] + " "
+            continue
+        yield joined + line
+        joined = ""
+
+
+def documented_command_lines():
+    """(where, text) of every line in a code block of README.md and results/*/README.md, and of
+    every comment line of config/*.py, that runs python or torchrun."""
+    for readme in [REPO / "README.md", *sorted((REPO / "results").glob("*/README.md"))]:
+        for block in re.findall(r"```[a-z]*\n(.*?)```", readme.read_text(encoding="utf-8"), re.S):
+            for line in logical_lines(block.splitlines()):
+                if COMMAND.search(line):
+                    yield readme.relative_to(REPO), line
+    for config in CONFIGS:
+        comments = [line.lstrip()[1:] for line in config.read_text(encoding="utf-8").splitlines()
+                    if line.lstrip().startswith("#")]
+        for line in logical_lines(comments):
+            match = COMMAND.search(line)
+            if match:  # prose may come before the command ("One GPU: python train.py ...")
+                yield config.relative_to(REPO), line[match.start():]
+
+
+def commands_in(line):
+    """The (processes, script, arguments) of each python/torchrun command in a shell line:
+    processes is None for a plain `python`, the process count for torchrun."""
+    words = shlex.split(line, comments=True)
+    commands, current = [], []
+    for word in words + ["&&"]:
+        if word in ("&&", "||", ";", "|"):
+            commands.append(current)
+            current = []
+        else:
+            current.append(word)
+    for words in commands:
+        while words and re.fullmatch(r"[A-Z_]+=\S*", words[0]):  # OMP_NUM_THREADS=1 python ...
+            words = words[1:]
+        if not words or words[0] not in ("python", "torchrun") or words[1:2] == ["-m"]:
+            continue  # pip, or `python -m pytest`: not one of ours
+        processes = None
+        if words[0] == "torchrun":
+            options = {}
+            words = words[1:]
+            while words and words[0].startswith("--"):
+                key, _, value = words[0].partition("=")
+                if not value and key in TORCHRUN_FLAGS_WITH_VALUES:
+                    value, words = words[1], words[1:]
+                options[key], words = value, words[1:]
+            processes = int(options.get("--nproc_per_node", 1)) * int(options.get("--nnodes", 1))
+            words = ["torchrun"] + words
+        yield processes, words[1], words[2:]
+
+
+def check_command(processes, script, argv):
+    """Parse a command's arguments as its script does, without running it."""
+    if script == "train.py":
+        train.parse_args(argv, world_size=processes)
+    elif script == "bench.py":
+        bench.parse_args(argv, world_size=processes)
+    else:
+        assert processes is None, f"{script} does not run under torchrun"
+        {"sample.py": sample.parse_args, "eval.py": eval_script.parse_args, "prepare.py": prepare.parse_args,
+         "guide.py": guide.parse_args, "tokenizer.py": tokenizer.parse_args}[script](argv)
+
+
+# Lines that run one of this project's scripts (not `pip`, not `python -m pytest`).
+DOCUMENTED = [(str(where), line) for where, line in documented_command_lines() if list(commands_in(line))]
+
+
+def test_the_documentation_has_commands_to_check():
+    sources = {where for where, _ in DOCUMENTED}
+    assert "README.md" in sources and "config/train_gpt2.py" in sources and len(DOCUMENTED) > 50
+    scripts = {script for _, line in DOCUMENTED for _, script, _ in commands_in(line)}
+    assert {"train.py", "sample.py", "eval.py", "prepare.py", "bench.py", "guide.py"} <= scripts
+
+
+@pytest.mark.parametrize("where, line", DOCUMENTED, ids=[f"{w}:{line.strip()[:60]}" for w, line in DOCUMENTED])
+def test_a_documented_command_parses(where, line, monkeypatch, capsys):
+    monkeypatch.chdir(REPO)  # config paths are relative to the repository, as a user types them
+    for processes, script, argv in commands_in(line):
+        try:
+            check_command(processes, script, argv)
+        except SystemExit as e:  # --help, or argparse's own error (already printed)
+            assert e.code == 0, f"{where}: {line.strip()!r} is refused: {capsys.readouterr().err.strip()}"
+        except UserError as e:
+            pytest.fail(f"{where}: {line.strip()!r} is refused: {e}")
+
+
+@pytest.mark.parametrize("line, message", [
+    ("python train.py --learning_rte=1e-3", "did you mean 'learning_rate'"),
+    ("python train.py config/no_such_recipe.py", "config file not found"),
+    ("python train.py --optimizer=sgd", "optimizer expects one of"),
+    ("python train.py --parallel=fsdp", "shards the model over the processes torchrun starts"),
+    ("torchrun --standalone --nproc_per_node=3 train.py --gradient_accumulation_steps=4", "divisible"),
+    ("torchrun --nproc_per_node=2 train.py --parallel=fsdp --dtype=float16", "not float16"),
+    ("python sample.py --init_from=gtp2", "did you mean 'gpt2'"),
+    ("python eval.py perplexty", "unknown task"),
+    ("python prepare.py text --input=a.txt --vocab_size=512", "for --tokenizer=bpe only"),
+    ("python bench.py --parallel=fsdp", "shards the model over the processes torchrun starts"),
+    ("torchrun --nproc_per_node=2 sample.py", "does not run under torchrun"),
+])
+def test_the_command_check_catches_what_a_user_would_hit(line, message, monkeypatch):
+    monkeypatch.chdir(REPO)
+    with pytest.raises((UserError, AssertionError), match=message):
+        for processes, script, argv in commands_in(line):
+            check_command(processes, script, argv)

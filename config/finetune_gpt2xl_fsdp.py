@@ -8,7 +8,7 @@
 # Two nodes of 8 (run on each, with that node's --node_rank):
 #   torchrun --nnodes=2 --node_rank=0 --nproc_per_node=8 --rdzv_backend=c10d \
 #       --rdzv_endpoint=HOST_OF_NODE_0:29500 train.py config/finetune_gpt2xl_fsdp.py
-# Then:   python sample.py --out_dir=out-shakespeare-xl   (reads the shards in one process)
+# Then:   python sample.py --out_dir=out-shakespeare-xl   # reads the shards in one process
 
 out_dir = "out-shakespeare-xl"
 eval_interval = 5

@@ -1,5 +1,5 @@
 # Finetune OpenAI's GPT-2 (124M) on tiny Shakespeare: a few minutes on one GPU.
-# First:  python prepare.py shakespeare   (GPT-2 tokens; train.py also makes it if missing)
+# First:  python prepare.py shakespeare   # GPT-2 tokens; train.py also makes it if missing
 #         python train.py config/finetune_shakespeare.py
 #         python sample.py --out_dir=out-shakespeare
 # Bigger GPT-2s finetune better: --init_from=gpt2-medium (or -large, -xl) if the GPU has room.

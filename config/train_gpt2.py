@@ -1,5 +1,5 @@
 # Reproduce GPT-2 small (124M) on 10B tokens of FineWeb, in the spirit of nanoGPT/llm.c.
-# First:  python prepare.py fineweb10B --num_shards=103   (all 10B tokens; ~20 GB)
+# First:  python prepare.py fineweb10B --num_shards=103   # all 10B tokens, ~20 GB
 #         (fewer shards work too: training then samples the same tokens more than once)
 # One GPU:   python train.py config/train_gpt2.py
 # 8 GPUs:    torchrun --standalone --nproc_per_node=8 train.py config/train_gpt2.py
