@@ -7,6 +7,7 @@ the training tests (test_train.py, test_fsdp.py) run on.
 
 import http.server
 import threading
+import time
 
 import pytest
 
@@ -21,6 +22,7 @@ class FakeHub:
         self.requests = []  # (method, path, Range header or None), in order
         self.truncate = set()  # paths whose body is cut in half while Content-Length promises all
         self.status = {}  # path -> HTTP status to answer instead of the file (e.g. 404, 500)
+        self.delay = {}  # path -> seconds to wait before answering (a slow download)
         self.url = None
 
     def count(self, path):
@@ -36,6 +38,7 @@ def make_handler(hub):
             path = self.path.split("?")[0]
             range_header = self.headers.get("Range")
             hub.requests.append(("GET", path, range_header))
+            time.sleep(hub.delay.get(path, 0))
             if path in hub.status:
                 self.send_error(hub.status[path])
                 return

@@ -19,14 +19,23 @@ Design choices:
   Range header (answers 200 instead of 206) we restart from byte 0.
 - Any error we detect raises `DownloadError(url, why, what_to_do)` and deletes
   the `.part`: after a failure there is no file at `dest` and no bad `.part`.
+- Several processes asking for the same file at once (the ranks torchrun starts, all loading
+  GPT-2's weights) take turns through a lock on its folder: the first downloads, the others
+  wait and then find it cached, instead of writing one `.part` together.
 
 `hf_url` builds Hugging Face Hub URLs and honours `HF_ENDPOINT`, the same
 variable the official `huggingface_hub` client reads, so a mirror works here too.
 """
 
+import contextlib
 import hashlib
 import os
 from pathlib import Path
+
+try:
+    import fcntl  # POSIX file locks
+except ImportError:  # Windows: no lock; start one process per file there
+    fcntl = None
 
 import requests
 
@@ -220,8 +229,30 @@ def download(url: str, dest, expected_size: int | None = None, sha256: str | Non
     dest = Path(dest)
     if is_cached(dest, expected_size, sha256):
         return dest
-    dest.unlink(missing_ok=True)  # a file that fails the checks is stale: never leave it looking valid
     dest.parent.mkdir(parents=True, exist_ok=True)
+    with _one_process_at_a_time(dest):
+        if is_cached(dest, expected_size, sha256):  # another process downloaded it while we waited
+            return dest
+        return _download(url, dest, expected_size, sha256, timeout)
+
+
+@contextlib.contextmanager
+def _one_process_at_a_time(dest: Path):
+    """Hold an exclusive lock on dest's folder (no lock file to leave behind; the lock goes when
+    the process does, however it ends)."""
+    if fcntl is None:
+        yield
+        return
+    fd = os.open(dest.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # waits while another process holds it
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _download(url: str, dest: Path, expected_size: int | None, sha256: str | None, timeout: float) -> Path:
+    dest.unlink(missing_ok=True)  # a file that fails the checks is stale: never leave it looking valid
     part = dest.with_name(dest.name + ".part")
 
     resume_from = part.stat().st_size if part.is_file() else 0

@@ -623,6 +623,20 @@ def test_sha256_and_size_checks(hub, tmp_path):
     assert dest.read_bytes() == body and len(hub.requests) == 1
 
 
+def test_processes_downloading_one_file_at_once_fetch_it_once(hub, tmp_path):
+    # The ranks torchrun starts all load GPT-2's weights at the same moment: one downloads, the
+    # others wait for it and read the cached file (without the lock, three requests and three
+    # processes writing one .part).
+    hub.files["/m/weights.bin"] = payload = bytes(range(256)) * 4000
+    hub.delay["/m/weights.bin"] = 1.0
+    code = f"import download; download.download({hub.url + '/m/weights.bin'!r}, {str(tmp_path / 'w.bin')!r})"
+    env = dict(os.environ, NO_PROXY="127.0.0.1,localhost", PYTHONPATH=str(Path(__file__).parent))
+    processes = [subprocess.Popen([sys.executable, "-c", code], env=env) for _ in range(3)]
+    assert [p.wait(timeout=60) for p in processes] == [0, 0, 0]
+    assert hub.count("/m/weights.bin") == 1
+    assert (tmp_path / "w.bin").read_bytes() == payload and files_in(tmp_path) == ["w.bin"]
+
+
 def test_connection_refused_says_what_to_do(tmp_path):
     with socket.socket() as s:  # find a port nobody listens on
         s.bind(("127.0.0.1", 0))
