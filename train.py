@@ -72,10 +72,10 @@ from optim import configure_optimizer, set_lr
 
 @dataclass
 class TrainConfig:
-    # Defaults: the CPU quick start, about a minute on two laptop cores, reaching a val loss of ~1.63
-    # on character-level Shakespeare (nanoGPT's 4-layer CPU recipe: 1.88 in the same time). On a CPU
-    # the budget is arithmetic: a small, narrow model sees more text in that time than a big one.
-    # Muon beats AdamW in the same time (README, "Optimizers"; the AdamW recipe: config/quickstart_adamw.py).
+    # Defaults: the CPU quick start, about a minute on two laptop cores, reaching a val loss of about
+    # 1.64 on character-level Shakespeare (README, "Quick start"). On a CPU the budget is arithmetic:
+    # a small, narrow model sees more text in that time than a big one. Muon beats AdamW in the same
+    # time (README, "Optimizers"; the AdamW recipe: config/quickstart_adamw.py).
     # --- output, evaluation, checkpoints ---
     out_dir: str = "out"  # ckpt.pt and metrics.jsonl go here
     eval_interval: int = 500  # evaluate (and checkpoint) every this many iterations, and at the end
