@@ -112,7 +112,8 @@ def documented_command_lines():
     """(where, text) of every line in a code block of README.md and results/*/README.md, and of
     every comment line of config/*.py, that runs python or torchrun."""
     for readme in [REPO / "README.md", *sorted((REPO / "results").glob("*/README.md"))]:
-        for block in re.findall(r"```[a-z]*\n(.*?)```", readme.read_text(encoding="utf-8"), re.S):
+        # Shell blocks (```bash, ```sh or unlabelled); a ```text block holds another project's command.
+        for block in re.findall(r"```(?:bash|sh|)\n(.*?)```", readme.read_text(encoding="utf-8"), re.S):
             for line in logical_lines(block.splitlines()):
                 if COMMAND.search(line):
                     yield readme.relative_to(REPO), line
@@ -161,10 +162,15 @@ def check_command(processes, script, argv):
         train.parse_args(argv, world_size=processes)
     elif script == "bench.py":
         bench.parse_args(argv, world_size=processes)
-    else:
+    elif script in PARSERS:
         assert processes is None, f"{script} does not run under torchrun"
-        {"sample.py": sample.parse_args, "eval.py": eval_script.parse_args, "prepare.py": prepare.parse_args,
-         "guide.py": guide.parse_args, "tokenizer.py": tokenizer.parse_args}[script](argv)
+        PARSERS[script](argv)
+    else:  # a measurement's own script, kept with its results: it must at least exist
+        assert (REPO / script).is_file(), f"there is no {script}"
+
+
+PARSERS = {"sample.py": sample.parse_args, "eval.py": eval_script.parse_args, "prepare.py": prepare.parse_args,
+           "guide.py": guide.parse_args, "tokenizer.py": tokenizer.parse_args}
 
 
 # Lines that run one of this project's scripts (not `pip`, not `python -m pytest`).
@@ -202,6 +208,7 @@ def test_a_documented_command_parses(where, line, monkeypatch, capsys):
     ("python prepare.py text --input=a.txt --vocab_size=512", "for --tokenizer=bpe only"),
     ("python bench.py --parallel=fsdp", "shards the model over the processes torchrun starts"),
     ("torchrun --nproc_per_node=2 sample.py", "does not run under torchrun"),
+    ("python smaple.py", "there is no smaple.py"),
 ])
 def test_the_command_check_catches_what_a_user_would_hit(line, message, monkeypatch):
     monkeypatch.chdir(REPO)
