@@ -1,4 +1,5 @@
-"""Tests for common.py: device/dtype selection on CPU, the GPU peak table, user errors vs bugs."""
+"""Tests for common.py: device/dtype selection on CPU, the GPU peak table, user errors vs bugs, the one
+writer of whole files."""
 
 import os
 import subprocess
@@ -10,6 +11,8 @@ import torch
 
 import common
 from common import ConfigError
+
+REPO = Path(__file__).resolve().parent
 
 
 # -----------------------------------------------------------------------------
@@ -124,3 +127,30 @@ def test_run_command_stops_quietly_when_the_reader_of_stdout_goes_away(tmp_path)
         stderr = process.stderr.read()
         status = process.wait(timeout=60)
     assert stderr == "" and status == 1
+
+
+# -----------------------------------------------------------------------------
+# Files written whole
+
+
+def test_open_atomic_leaves_the_old_file_or_the_new_one_never_half(tmp_path):
+    path = tmp_path / "sub" / "state.bin"
+    common.write_atomic(path, b"old")
+    assert path.read_bytes() == b"old"
+    with pytest.raises(KeyboardInterrupt):  # killed half-way through writing the new one
+        with common.open_atomic(path) as f:
+            f.write(b"half of the ne")
+            raise KeyboardInterrupt
+    assert path.read_bytes() == b"old" and sorted(p.name for p in path.parent.iterdir()) == ["state.bin"]
+    common.write_atomic(path, "new text, é")  # text is written as UTF-8
+    assert path.read_text(encoding="utf-8") == "new text, é"
+
+
+def test_every_file_written_whole_goes_through_open_atomic():
+    # One writer: the only renames into place are open_atomic's and the finished download's (a
+    # resumable .part, its own pattern, with the same fsync-rename-fsync at its last step).
+    renames = {path.name for path in REPO.glob("*.py") if not path.name.startswith("test_")
+               and "os.replace(" in path.read_text(encoding="utf-8")}
+    assert renames == {"common.py", "download.py"}
+    download_source = (REPO / "download.py").read_text(encoding="utf-8")
+    assert "fsync_file(part)" in download_source and "fsync_directory(dest.parent)" in download_source
