@@ -211,13 +211,13 @@ def test_the_numbers_in_the_pdf_come_from_the_run(built):
 
 def test_the_memory_figures_are_bench_pys_arithmetic_and_measurements(built):
     import bench
-    from model import GPTConfig
+    import hf
 
     _, build_dir, pdf, data = built
     memory = data["memory"]
     assert list(memory["models"]) == list(bench.GPT2_SIZES)  # all four in the state figure
     for name, row in memory["models"].items():
-        shapes = bench.parameter_shapes(GPTConfig(**bench.PRESETS[name]))
+        shapes = bench.parameter_shapes(hf.gpt2_config(name))
         assert row["ddp_bytes"] == bench.state_bytes_per_rank(shapes, 1, sharded=False)
         assert row["fsdp_bytes"] == [bench.state_bytes_per_rank(shapes, n, sharded=True) for n in bench.WORLD_SIZES]
     small = memory["models"]["gpt2"]
