@@ -6,12 +6,21 @@ the training tests (test_train.py, test_fsdp.py) run on.
 """
 
 import http.server
+import os
 import threading
 import time
 
 import pytest
+import torch
 
 import prepare
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest.ini runs the tests in 2 worker processes (pytest-xdist), one per core of the machine
+    # CI runs on: each worker, and every script it starts, then computes on one thread, instead of
+    # two threads each fighting over the same two cores.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 
 class FakeHub:
