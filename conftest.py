@@ -5,6 +5,7 @@ Range resume, truncated bodies) without touching the network. And `data_dir`, th
 the training tests (test_train.py, test_fsdp.py) run on.
 """
 
+import contextlib
 import http.server
 import os
 import threading
@@ -82,17 +83,25 @@ def make_handler(hub):
 @pytest.fixture
 def fake_hub(monkeypatch, tmp_path):
     """A FakeHub served on 127.0.0.1; HF_ENDPOINT points at it and the download cache is in tmp_path."""
-    hub = FakeHub()
+    with serving(FakeHub()) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")  # a proxy in the environment must not intercept
+        monkeypatch.setenv("GPT_CACHE_DIR", str(tmp_path / "cache"))
+        yield hub
+
+
+@contextlib.contextmanager
+def serving(hub):
+    """Serve a FakeHub on 127.0.0.1 (a free port, in hub.url) until the block ends."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), make_handler(hub))
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     hub.url = f"http://127.0.0.1:{server.server_address[1]}"
-    monkeypatch.setenv("HF_ENDPOINT", hub.url)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")  # a proxy in the environment must not intercept
-    monkeypatch.setenv("GPT_CACHE_DIR", str(tmp_path / "cache"))
-    yield hub
-    server.shutdown()
-    server.server_close()
+    try:
+        yield hub
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ recipe without one fails the suite.
 The commands take 2-10 s each (most of it starting Python and importing torch).
 """
 
-import http.server
 import json
 import os
 import re
@@ -20,7 +19,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +27,7 @@ import torch
 
 import data
 import hf
-from conftest import FakeHub, make_handler
+from conftest import FakeHub, serving
 from model import GPT, GPTConfig
 
 REPO = Path(__file__).resolve().parent
@@ -62,12 +60,8 @@ def hub(tmp_path_factory):
     items = [{"ctx": "A man is sitting on a roof. He", "label": 2,
               "endings": ["is using wrap.", "is ripping tiles off.", "starts pulling up roofing.", "sings."]}] * 4
     hub.files["/hellaswag/hellaswag_val.jsonl"] = "".join(json.dumps(i) + "\n" for i in items).encode()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), make_handler(hub))
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    hub.url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield hub
-    server.shutdown()
-    server.server_close()
+    with serving(hub):
+        yield hub
 
 
 @pytest.fixture(scope="module")
