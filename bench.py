@@ -23,8 +23,8 @@ meaningful published peak.
 Batches are random token ids made on the device by default, so the figure is the model's speed
 alone; --dataset=NAME reads real batches with data.py's BatchLoader (what train.py reads) instead.
 
---activation_checkpointing recomputes every block's forward during backward (model.py's
-GPT.activation_checkpointing, what train.py's option of that name sets): the step time with it
+--activation_checkpointing recomputes every block's forward during backward (model.py's GPT
+argument of that name, which train.py's option sets): the step time with it
 over the step time without it is the price of the memory it saves.
 
 Generation mode generates max_new_tokens after the same prompt with the KV cache and without
@@ -69,9 +69,10 @@ from data import BatchLoader, dataset_path
 import hf
 from distributed import Distributed, check_parallel, setup_distributed, teardown_distributed, wrap_model
 from metrics import METRICS_NAME, read_metrics
+from engine import generate
 from model import GPT, GPTConfig
 from optim import configure_optimizer
-from train import TrainConfig, train_step
+from train import TrainConfig, inputs_and_targets, train_step
 
 ROOT = Path(__file__).resolve().parent  # train.py and config/ are found from here
 
@@ -172,8 +173,7 @@ def bench_train(cfg, device, dtype):
     config = model_config(cfg)
     t = recipe(cfg.preset, cfg.optimizer)  # the optimizer and its settings: what train.py would use
     batch_size = default_batch_size(cfg, device)
-    model = GPT(config).to(device)
-    model.activation_checkpointing = cfg.activation_checkpointing  # as train.py sets it
+    model = GPT(config, activation_checkpointing=cfg.activation_checkpointing).to(device)  # as train.py builds it
     params = model.get_num_params(non_embedding=False)
     flops_per_token = model.flops_per_token()
     model = wrap_model(model, dist, device, cfg.parallel, dtype)
@@ -189,7 +189,7 @@ def bench_train(cfg, device, dtype):
     T = config.block_size
     if cfg.dataset:
         loader = BatchLoader(dataset_path(cfg.dataset), batch_size, T, device, cfg.seed)
-        get_batch = lambda: loader.get_batch("train")
+        get_batch = lambda: inputs_and_targets(loader.next_windows())  # what train.py trains on
     else:
         def get_batch():
             tokens = torch.randint(config.vocab_size, (batch_size, T + 1), device=device)
@@ -256,7 +256,7 @@ def bench_generate(cfg, device, dtype):
                   prompt_tokens=cfg.prompt_tokens, max_new_tokens=cfg.max_new_tokens)
     with ctx:  # warm-up, not timed: first calls allocate memory and pick kernels
         for use_cache in (True, False):
-            model.generate(prompt, min(cfg.max_new_tokens, 16), temperature=0, use_cache=use_cache)
+            generate(model, prompt, min(cfg.max_new_tokens, 16), temperature=0, use_cache=use_cache)
     outputs, times = {}, {True: [], False: []}
     # The two paths take turns, so a burst of load from elsewhere on a shared machine slows both
     # alike; the speed-up is the median of the per-round ratios.
@@ -266,8 +266,8 @@ def bench_generate(cfg, device, dtype):
             t0 = time.perf_counter()
             with ctx:
                 # Greedy, so both paths must produce the very same tokens: a built-in check.
-                outputs[use_cache] = model.generate(prompt, cfg.max_new_tokens, temperature=0,
-                                                    use_cache=use_cache)
+                outputs[use_cache] = generate(model, prompt, cfg.max_new_tokens, temperature=0,
+                                              use_cache=use_cache)
             common.synchronize(device)
             times[use_cache].append(time.perf_counter() - t0)
     for use_cache, name in ((True, "kv_cache"), (False, "no_cache")):
@@ -444,16 +444,15 @@ def activation_bytes(config, batch_size, seed=0):
     # Which tensors autograd keeps depends on the shapes and the operations, never on the
     # values, so the weights are left at zero: filling a fresh model with random numbers would
     # take longer than the forward passes.
-    with torch.device("meta"):
-        model = GPT(config)
-    model.to_empty(device="cpu").train()
-    for p in model.parameters():
-        p.detach().zero_()
     torch.manual_seed(seed)
     tokens = torch.randint(config.vocab_size, (batch_size, config.block_size + 1))
     result = {}
     for kind, checkpointing in (("plain", False), ("checkpointed", True)):
-        model.activation_checkpointing = checkpointing
+        with torch.device("meta"):
+            model = GPT(config, activation_checkpointing=checkpointing)
+        model.to_empty(device="cpu").train()
+        for p in model.parameters():
+            p.detach().zero_()
         result[kind] = saved_activation_bytes(model, tokens[:, :-1], tokens[:, 1:])
     return result
 

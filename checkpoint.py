@@ -2,25 +2,24 @@
 Checkpoints: saving a run so that nothing is lost, and loading a trained model back.
 
 - `save_checkpoint()` writes atomically with common.open_atomic (a run killed at any moment, even
-  mid-write, leaves the last good file where it was) and refuses, at save time, anything `load_checkpoint()` would
-  refuse at load time.
+  mid-write, leaves the last good file where it was) and refuses, at save time, anything
+  `load_checkpoint()` would refuse at load time.
 - `load_checkpoint()` loads with weights_only=True: a checkpoint can hold tensors, numbers,
   strings and containers, never code that runs when the file is opened. A missing, truncated or
   unsafe file is a CheckpointError naming the file and what to do.
 - `load_model()` gives sample.py and eval.py a model ready for inference, with its tokenizer,
   from a training run's out_dir or from OpenAI's GPT-2 weights.
 
-- `training_state()` is what train.py saves: weights, optimizer, loss scaler, iteration, best
-  val loss and the data position, so that a resumed run continues exactly as the uninterrupted
-  one would have. (Dropout's random generator needs no saving: train.py seeds it at every step
-  from the seed, the step and the rank.) `save_training_checkpoint()` writes it as one
-  file (ckpt.pt) or, for a model sharded by FSDP, as PyTorch Distributed Checkpoint shards that
-  every process writes at once (a ckpt-<iter>/ folder, named by ckpt.json);
-  `load_training_checkpoint()` and `restore_training_state()` read either back, into any number
-  of processes (refusing a run that asks for another optimizer than the one that made it).
+A training checkpoint is the plain dict train.py's `save()` builds: the weights and the
+optimizer's state by parameter name (`state_dicts()`, which says why by name), the iteration, the
+loss scaler, the data position and the tokenizer. `save_training_checkpoint()` writes it as one
+file (ckpt.pt) or, for a model sharded by FSDP, as PyTorch Distributed Checkpoint shards that
+every process writes at once (a ckpt-<iter>/ folder, named by ckpt.json).
+`load_training_checkpoint()` reads either back and `load_weights()` puts the tensors into a model
+and optimizer on any number of processes; `check_optimizer()` refuses a run that asks for another
+optimizer than the one that made it.
 """
 
-import dataclasses
 import json
 import os
 import pickle
@@ -35,9 +34,8 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_state
                                                      set_state_dict)
 from torch.distributed.tensor import DTensor
 
-from common import UserError, open_atomic, write_atomic
-from configurator import config_to_dict
 import hf
+from common import UserError, open_atomic, write_atomic
 from distributed import unwrap_model
 from model import GPT, GPTConfig
 from tokenizer import GPT2Tokenizer, tokenizer_from_meta
@@ -136,32 +134,21 @@ def _corrupt_error(path, error):
 
 
 # -----------------------------------------------------------------------------
-# What a training checkpoint holds, in one file or in shards
+# A training checkpoint: the dict train.py saves, in one file or in shards
 
 
-def training_state(model, optimizer, scaler, loader, cfg, iter_num, best_val_loss):
+def state_dicts(model, optimizer):
     """
-    What train.py saves: everything needed to continue exactly where the run is now.
-    The weights and the optimizer come from PyTorch's get_state_dict, which names every entry by
-    its parameter's name ("transformer.h.0.attn.c_attn.weight") whatever wraps the model (DDP,
-    torch.compile, FSDP) and gives FSDP's shards as DTensors: the same layout for one file or
-    a sharded checkpoint, so either can resume a run of either kind.
+    (the model's weights, the optimizer's state), each a dict keyed by parameter name
+    ("transformer.h.0.attn.c_attn.weight"): what train.py's checkpoint holds under "model" and
+    "optimizer". In one process they are model.state_dict() and the optimizer's state by name.
+    They come from PyTorch's get_state_dict because it gives the same names whatever wraps the
+    model (DDP, torch.compile, FSDP, whose shards it gives as DTensors). A plain
+    optimizer.state_dict() numbers the parameters instead, and numbers do not say which rows
+    of which parameter another number of processes holds: with names, a one-file checkpoint and
+    a sharded one resume each other.
     """
-    raw_model = unwrap_model(model)
-    model_state, optimizer_state = get_state_dict(raw_model, torch_optimizers(optimizer))
-    return {
-        "model": model_state,
-        "optimizer": optimizer_state,
-        "model_args": dataclasses.asdict(raw_model.config),
-        "config": config_to_dict(cfg),
-        "iter_num": iter_num,  # optimizer steps done; the loop continues with step iter_num
-        "best_val_loss": best_val_loss,
-        "scaler": scaler.state_dict(),  # {} when loss scaling is off
-        "data": loader.state_dict(),  # the training stream's position
-        # The dataset's meta.json (tokenizer, its characters): sample.py and eval.py decode
-        # with it, so a checkpoint is usable without its dataset folder.
-        "meta": {**loader.meta, "name": cfg.dataset},
-    }
+    return get_state_dict(unwrap_model(model), torch_optimizers(optimizer))
 
 
 def save_training_checkpoint(out_dir, state, dist):
@@ -237,10 +224,10 @@ def load_training_checkpoint(out_dir, if_missing=RESUME_ADVICE):
     return {**load_checkpoint(path / SHARDED_EXTRA), "sharded": str(path), "path": str(path)}
 
 
-def restore_weights(checkpoint, model, optimizer=None):
+def load_weights(checkpoint, model, optimizer=None):
     """
     Put a checkpoint's weights (and optimizer state) into a model built with its model_args,
-    after the model was wrapped. From a sharded checkpoint, Distributed Checkpoint reads into
+    after the model was wrapped (and into the optimizer made for it). From a sharded checkpoint, Distributed Checkpoint reads into
     whatever the model is now: FSDP shards on another number of processes (it reshards), or
     whole tensors in one process.
     """
@@ -277,20 +264,13 @@ def torch_optimizers(optimizer):
     return getattr(optimizer, "optimizers", optimizer)
 
 
-def restore_training_state(checkpoint, model, optimizer, scaler, loader):
-    """Load what training_state() saved into a new run's model, optimizer, scaler and data loader;
-    returns (iter_num, best_val_loss)."""
-    # The optimizer's state only fits the optimizer that made it (Muon's momentum is not AdamW's
-    # moments). Checkpoints from before the option existed were AdamW's.
-    saved, asked = checkpoint["config"].get("optimizer", "adamw"), getattr(optimizer, "name", None)
-    if asked is not None and saved != asked:
+def check_optimizer(checkpoint, optimizer):
+    """Refuse to resume with another optimizer than the one whose state the checkpoint holds
+    (Muon's momentum is not AdamW's moments). Checkpoints from before the option were AdamW's."""
+    saved = checkpoint["config"].get("optimizer", "adamw")
+    if saved != optimizer:
         raise CheckpointError(f"{checkpoint['path']} was trained with optimizer={saved} and this run asks for "
-                              f"optimizer={asked}: resume with --optimizer={saved}")
-    restore_weights(checkpoint, model, optimizer)
-    if checkpoint["scaler"]:
-        scaler.load_state_dict(checkpoint["scaler"])
-    loader.load_state_dict(checkpoint["data"])
-    return checkpoint["iter_num"], checkpoint["best_val_loss"]
+                              f"optimizer={optimizer}: resume with --optimizer={saved}")
 
 
 # -----------------------------------------------------------------------------
@@ -301,7 +281,7 @@ def model_from_checkpoint(checkpoint, **overrides):
     """The GPT a training checkpoint holds: its shape from "model_args", then its weights.
     overrides change settings that do not touch the weights, e.g. dropout=0.1."""
     model = GPT(GPTConfig(**{**checkpoint["model_args"], **overrides}))
-    restore_weights(checkpoint, model)
+    load_weights(checkpoint, model)
     return model
 
 

@@ -1,43 +1,27 @@
 """
-Configuration: a run is described by a dataclass, and this module fills one in from the command
-line, explains its options, and prints it back.
+Configuration: a run is described by a dataclass (train.py's TrainConfig, sample.py's
+SampleConfig, ...), and this module fills one in from the command line, explains its options and
+prints it back: parse_config(), help_text(), field_comments(), config_to_dict(), print_config().
 
-    parse_config(defaults, argv, usage=, description=)  -> a new, checked dataclass instance
-    help_text(config_class_or_instance, usage=, description=) -> what --help prints
-    options_table(config_class)                         -> the options as a Markdown table (README)
-    field_comments(config_class)                        -> {field: (section, comment)}, from its source
-    config_to_dict(config), print_config(config)        -> what a checkpoint stores / the run prints
-
-Rules of parse_config():
-  - argv is read left to right, later items overriding earlier ones. An item is a config file
-    (plain Python assignments, executed into a fresh namespace, never into globals(); names
-    starting with _, imports, functions and classes in it are ignored) or an override
-    `--key=value`.
-  - Every key must be a field of the dataclass: a typo is an error that names the closest valid
-    key, not a silent new variable.
-  - A value must fit its field's annotation. Exactly the types the configs use are supported:
-    bool (True or False, nothing else), int, float (an int is accepted and stored as a float),
-    str (the raw text, so --out_dir=out-2 needs no quotes), Literal[...] (a fixed set of choices;
-    anything else is an error listing them), and Optional[X] / X | None of these (None allowed).
-    A dataclass with any other annotation is a bug in the program, reported as a TypeError
-    before any argument is read.
-  - A bare `--flag` sets a bool option to True (`--compile`); `--compile=False` turns it off.
-  - `--help` or `-h` anywhere prints every option (type, default, and the comment beside it in
-    the dataclass: those comments are the documentation) and exits with status 0, as argparse
-    does.
+The command line, read left to right (later items win): config files, plain Python assignments
+executed into a fresh namespace (never into globals(); names starting with _, imports, functions
+and classes are ignored), and --key=value overrides. A bare --flag sets a bool to True. Every key
+must be a field (a typo names the closest one) and every value must fit the field's annotation:
+bool, int, float, str, Literal[...] or Optional[one of these]; any other annotation is a bug in
+the program, a TypeError before any argument is read. --help or -h prints every option with its
+type, default and the comment written beside it in the dataclass: the comments are the
+documentation.
 """
 
 import ast
 import dataclasses
 import difflib
 import inspect
-import io
 import math
 import os
 import re
 import sys
 import textwrap
-import tokenize
 import types
 import typing
 
@@ -47,14 +31,9 @@ HELP_FLAGS = ("--help", "-h")
 
 
 def parse_config(defaults, argv, *, usage="", description=""):
-    """Return a new config: `defaults` (a dataclass instance) updated from `argv`, in order.
-
-    argv items are either config file paths (`config/train_shakespeare_char.py`) or
-    `--key=value` overrides. Later items override earlier ones, so
-    `config/foo.py --batch_size=8` takes foo.py's settings but batch_size=8.
-    Every key must be a field of the dataclass and every value must fit the field's type.
-    `--help`/`-h` prints help_text(defaults, usage, description) and raises SystemExit(0).
-    """
+    """A new config: `defaults` (a dataclass instance) updated from `argv` (config file paths and
+    --key=value), in order: `config/foo.py --batch_size=8` is foo.py's settings but batch_size=8.
+    `--help`/`-h` prints help_text(defaults, usage, description) and raises SystemExit(0)."""
     if not dataclasses.is_dataclass(defaults) or isinstance(defaults, type):
         raise TypeError(f"parse_config expects a dataclass instance, got {defaults!r}")
     field_types = _field_types(type(defaults))  # checks every annotation, not only those used
@@ -62,7 +41,6 @@ def parse_config(defaults, argv, *, usage="", description=""):
     if any(arg in HELP_FLAGS for arg in argv):
         print(help_text(defaults, usage=usage, description=description))
         raise SystemExit(0)
-
     overrides = {}
     for arg in argv:
         if arg.startswith("--"):
@@ -70,13 +48,10 @@ def parse_config(defaults, argv, *, usage="", description=""):
             overrides[key] = value
         else:
             overrides.update(_read_config_file(arg, field_types))
-    # replace() builds a new instance, so `defaults` is never modified.
-    return dataclasses.replace(defaults, **overrides)
+    return dataclasses.replace(defaults, **overrides)  # a new instance: defaults stay as they are
 
 
-# --------------------------------------------------------------------------------------------
-# The supported annotations
-# --------------------------------------------------------------------------------------------
+# --- The supported annotations ---
 
 def _field_types(config_class):
     """Return {field name: annotation} for the fields a user can set, all checked as supported."""
@@ -87,17 +62,15 @@ def _field_types(config_class):
             continue  # computed in __post_init__, not a setting
         expected = type_hints[f.name]
         if not _is_supported(expected):
-            raise TypeError(f"{config_class.__name__}.{f.name}: annotation {_annotation_text(expected)} "
-                            "is not one parse_config supports: bool, int, float, str, Literal[...] "
-                            "or Optional[one of these]")
+            text = expected.__name__ if isinstance(expected, type) else str(expected).replace("typing.", "")
+            raise TypeError(f"{config_class.__name__}.{f.name}: annotation {text} is not one parse_config "
+                            "supports: bool, int, float, str, Literal[...] or Optional[one of these]")
         field_types[f.name] = expected
     return field_types
 
 
 def _is_supported(expected):
     inner, _ = _split_optional(expected)
-    if inner is None:
-        return False
     if typing.get_origin(inner) is typing.Literal:
         # Only values a user can type and repr() writes back: 'text', 3, True, None.
         return all(arg is None or isinstance(arg, (str, int)) for arg in typing.get_args(inner))
@@ -112,10 +85,6 @@ def _split_optional(expected):
     return (others[0] if len(others) == 1 else None), True
 
 
-def _annotation_text(expected):
-    return expected.__name__ if isinstance(expected, type) else str(expected).replace("typing.", "")
-
-
 def _type_name(expected):
     """The annotation in words, for messages and --help: 'int', 'float or None', "one of 'a', 'b'"."""
     inner, optional = _split_optional(expected)
@@ -126,22 +95,18 @@ def _type_name(expected):
     return name + " or None" if optional else name
 
 
-# --------------------------------------------------------------------------------------------
-# Reading overrides and config files
-# --------------------------------------------------------------------------------------------
+# --- Reading overrides and config files ---
 
 def _parse_override(arg, field_types):
     """Turn "--key=value" (or a bare "--flag" for a bool) into (key, typed value)."""
-    if "=" not in arg:
-        key = arg[2:]
-        _check_known_key(key, field_types, source="on the command line")
-        if _split_optional(field_types[key])[0] is bool:
+    key, has_value, raw_value = arg[2:].partition("=")  # the first "=": a value may hold more
+    if key not in field_types:
+        raise ConfigError(f"unknown config key {key!r} on the command line" + _closest(key, field_types))
+    expected = field_types[key]
+    if not has_value:
+        if _split_optional(expected)[0] is bool:
             return key, True  # --compile means --compile=True, as in most command-line tools
         raise ConfigError(f"{arg!r} has no value: write {arg}=VALUE")
-    # Split on the first "=" only, so a value may itself contain "=" (--prompt="a=b").
-    key, raw_value = arg[2:].split("=", 1)
-    _check_known_key(key, field_types, source="on the command line")
-    expected = field_types[key]
     try:
         # literal_eval understands Python literals (3, 3e-4, True, None, 'text') and, unlike
         # eval, can never run code.
@@ -162,34 +127,27 @@ def _read_config_file(path, field_types):
                           "(arguments without -- are config file paths; overrides are written --key=value)")
     with open(path, encoding="utf-8") as f:
         source = f.read()
-    # A fresh namespace, never globals(): the file can only produce settings, and we look at
-    # each one. compile() with the path makes tracebacks point at the config file's lines.
-    namespace = {}
+    namespace = {}  # never globals(): the file can only produce settings, each of them checked
     exec(compile(source, path, "exec"), namespace)
-
     settings = {}
     for key, value in namespace.items():
         # Skip private helpers (_x, __builtins__) and things that are not settings:
         # `import math` or a helper function/class in the file.
-        not_a_setting = inspect.ismodule(value) or inspect.isroutine(value) or inspect.isclass(value)
-        if key.startswith("_") or not_a_setting:
+        if key.startswith("_") or inspect.ismodule(value) or inspect.isroutine(value) or inspect.isclass(value):
             continue
-        _check_known_key(key, field_types, source=f"in {path}")
+        if key not in field_types:
+            raise ConfigError(f"unknown config key {key!r} in {path}" + _closest(key, field_types))
         settings[key] = _convert(key, value, field_types[key], source=f"{path}: {key} = {value!r}")
     return settings
 
 
-def _check_known_key(key, field_types, source):
-    if key not in field_types:
-        raise ConfigError(f"unknown config key {key!r} {source}" + _valid_keys_hint(key, field_types))
-
-
-def _valid_keys_hint(key, field_types):
-    # difflib catches typos (learning_rte -> learning_rate); with no close match, list them all.
-    close = difflib.get_close_matches(key, field_types, n=1, cutoff=0.6)
+def _closest(text, choices, none_found="; valid keys are: {}"):
+    """'; did you mean ...?' naming the closest of choices (typos: learning_rte, genrate)."""
+    by_text = {str(choice): choice for choice in choices}  # choices of any literal type, as text
+    close = difflib.get_close_matches(str(text), by_text, n=1, cutoff=0.6)
     if close:
-        return f"; did you mean {close[0]!r}?"
-    return "; valid keys are: " + ", ".join(sorted(field_types))
+        return f"; did you mean {by_text[close[0]]!r}?"
+    return none_found.format(", ".join(sorted(by_text)))
 
 
 def _convert(key, value, expected, source):
@@ -198,7 +156,7 @@ def _convert(key, value, expected, source):
         inner, _ = _split_optional(expected)
         if typing.get_origin(inner) is typing.Literal:
             raise ConfigError(f"{source}: {key} expects {_type_name(expected)}, got {value!r}"
-                              + _closest_choice_hint(value, typing.get_args(inner)))
+                              + _closest(value, typing.get_args(inner), none_found=""))
         hint = " (write True or False)" if inner is bool else ""
         raise ConfigError(f"{source}: {key} expects {_type_name(expected)}, "
                           f"got {value!r} ({type(value).__name__}){hint}")
@@ -207,13 +165,6 @@ def _convert(key, value, expected, source):
     if _split_optional(expected)[0] is float and type(value) is int:
         return float(value)
     return value
-
-
-def _closest_choice_hint(value, choices):
-    # Compare as text, so that a choice of any literal type can be suggested (genrate -> 'generate').
-    by_text = {str(choice): choice for choice in choices}
-    close = difflib.get_close_matches(str(value), by_text, n=1, cutoff=0.6)
-    return f"; did you mean {by_text[close[0]]!r}?" if close else ""
 
 
 def _fits(value, expected):
@@ -226,9 +177,7 @@ def _fits(value, expected):
         return any(type(value) is type(choice) and value == choice for choice in typing.get_args(inner))
     # bool is a subclass of int in Python, so compare exact types: --compile=1 is rejected rather
     # than guessed, and True is not an int.
-    if inner is float:
-        return type(value) in (int, float)
-    return type(value) is inner
+    return type(value) in ((int, float) if inner is float else (inner,))
 
 
 def _accepts_str(expected):
@@ -238,66 +187,31 @@ def _accepts_str(expected):
     return inner is str
 
 
-# --------------------------------------------------------------------------------------------
-# Documentation: --help and the README's table, both from the dataclass's own comments
-# --------------------------------------------------------------------------------------------
+# --- Documentation: --help, from the dataclass's own comments ---
 
 def help_text(config, usage="", description=""):
-    """Return the --help text: usage, description, then every option in declaration order.
-
-    `config` is a dataclass or an instance of one; with an instance, the defaults shown are its
-    values. Each option shows its type, its default and the comment written beside it (or, when
-    there is none, the comment lines directly above it) in the dataclass's source. Section
-    comments such as `# --- data ---` become headings.
-    """
+    """The --help text: usage, description, then every option in declaration order, with its type,
+    its default (an instance's values, or a dataclass's defaults) and its comment (field_comments:
+    `# --- data ---` lines become headings)."""
     config_class = config if isinstance(config, type) else type(config)
     field_types = _field_types(config_class)
-    defaults = _defaults(config)
     docs = field_comments(config_class)
-
     parts = [textwrap.dedent(text).strip() for text in (usage, description) if text and text.strip()]
     lines = ["options: --key=value, or config files of `key = value` lines; applied left to right.",
              "A bare --flag sets a bool option to True."]
-    for name, expected in field_types.items():
-        section, comment = docs.get(name, (None, ""))
+    for f in (f for f in dataclasses.fields(config_class) if f.name in field_types):
+        section, comment = docs.get(f.name, (None, ""))
+        if not isinstance(config, type):
+            default = getattr(config, f.name)  # an instance: its values are the defaults shown
+        else:
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         if section:
             lines += ["", f"{section}:"]
-        lines.append(f"  --{name}  {_type_name(expected)}; default {_format_default(defaults[name])}")
+        lines.append(f"  --{f.name}  {_type_name(field_types[f.name])}; default {_format_default(default)}")
         if comment:
             lines += textwrap.wrap(comment, width=96, initial_indent=" " * 6, subsequent_indent=" " * 6)
     parts.append("\n".join(lines))
     return "\n\n".join(parts)
-
-
-def options_table(config_class):
-    """Return the options as a Markdown table, `| option | default | meaning |`, one row a field.
-
-    README.md's table of train.py's options is this function's output for TrainConfig.
-    """
-    defaults = _defaults(config_class)
-    docs = field_comments(config_class)
-    rows = ["| option | default | meaning |", "|---|---|---|"]
-    for name in _field_types(config_class):
-        # A "|" would end the table cell early, so it is escaped, even inside `code`.
-        default = _format_default(defaults[name]).replace("|", "\\|")
-        meaning = docs.get(name, (None, ""))[1].replace("|", "\\|")
-        rows.append(f"| `{name}` | `{default}` | {meaning} |")
-    return "\n".join(rows)
-
-
-def _defaults(config):
-    """{field name: default}: an instance's values, or a class's declared defaults."""
-    if not isinstance(config, type):
-        return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
-    defaults = {}
-    for f in dataclasses.fields(config):
-        if f.default is not dataclasses.MISSING:
-            defaults[f.name] = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            defaults[f.name] = f.default_factory()
-        else:
-            defaults[f.name] = dataclasses.MISSING  # a field the caller must always give
-    return defaults
 
 
 def _format_default(value):
@@ -313,10 +227,7 @@ def _format_default(value):
     if isinstance(value, float) and math.isfinite(value) and 0 < abs(value) < 1e-2:
         # Learning rates read better as 6e-4 than as repr's 0.0006: the fewest digits that still
         # give back exactly this float.
-        for digits in range(17):
-            text = f"{value:.{digits}e}"
-            if float(text) == value:
-                break
+        text = next(t for t in (f"{value:.{digits}e}" for digits in range(17)) if float(t) == value)
         mantissa, exponent = text.split("e")
         return f"{mantissa}e{int(exponent)}"
     return repr(value)
@@ -328,58 +239,36 @@ SECTION_COMMENT = re.compile(r"#\s*-{3,}\s*(.*?)\s*-{3,}\s*$")  # "# --- data --
 def field_comments(config_class):
     """Return {field name: (section heading or None, comment)} from the dataclass's source.
 
-    The comment is the one on the field's own line, or else the comment lines directly above it
-    (no blank line between). A `# --- name ---` line starts a section; its heading is given with
-    the first field after it. The source is read with `tokenize`, which knows where strings end,
-    so a default such as `start: str = "#"` is not mistaken for a comment.
+    The comment is the one after the field on its own line, or else the comment lines directly
+    above it (no blank line between). A `# --- name ---` line starts a section; its heading is
+    given with the first field after it. Python's own parser (ast) says where each field's
+    statement ends, so a default such as `start: str = "#"` is not mistaken for a comment.
     """
     try:
-        source = inspect.getsource(config_class)
+        source = textwrap.dedent(inspect.getsource(config_class))
     except OSError:
         return {}  # no source file (a class typed into the interactive prompt): no comments to show
-    names = {f.name for f in dataclasses.fields(config_class)}
-    comments = {}
-    above = []  # comment lines since the last field, blank line or section
-    section = None
-    line_tokens = []  # the tokens of the current logical line, comments included
-    depth = 0  # indentation depth; the class body is at class_depth + 1
-    class_depth = None
-    for token in tokenize.generate_tokens(io.StringIO(source).readline):
-        if token.type == tokenize.INDENT:
-            depth += 1
-        elif token.type == tokenize.DEDENT:
-            depth -= 1
-        elif token.type == tokenize.NL and not line_tokens:
-            above = []  # a blank line: the comments before it belong to nothing below
-        elif token.type == tokenize.NL and line_tokens[0].type == tokenize.COMMENT:
-            # A line holding only a comment: a section heading or part of a field's comment.
-            match = SECTION_COMMENT.match(line_tokens[0].string)
-            if match:
-                section, above = match.group(1), []
-            else:
-                above.append(_comment_text(line_tokens[0]))
-            line_tokens = []
-        elif token.type == tokenize.NEWLINE:  # the end of a statement
-            first = line_tokens[0]
-            if class_depth is None and first.string == "class":
-                class_depth = depth
-            elif depth == (class_depth or 0) + 1 and first.string in names and line_tokens[1].string == ":":
-                same_line = [_comment_text(t) for t in line_tokens if t.type == tokenize.COMMENT]
-                comments[first.string] = (section, " ".join(same_line or above))
-                section = None
-            above, line_tokens = [], []
-        elif token.type not in (tokenize.NL, tokenize.ENDMARKER):
-            line_tokens.append(token)
+    lines = source.splitlines()
+    fields = [node for node in ast.parse(source).body[0].body
+              if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)]
+    comments, previous_end = {}, 0
+    for node in fields:
+        between = lines[previous_end:node.lineno - 1]  # the lines since the last field
+        headings = [m.group(1) for m in map(SECTION_COMMENT.match, (line.strip() for line in between)) if m]
+        above = []
+        for line in reversed(between):  # the comment lines right above, up to a blank or a heading
+            text = line.strip()
+            if not text.startswith("#") or SECTION_COMMENT.match(text):
+                break
+            above.insert(0, text.lstrip("#").strip())
+        after = lines[node.end_lineno - 1][node.end_col_offset:].strip()
+        same_line = after.lstrip("#").strip() if after.startswith("#") else ""
+        comments[node.target.id] = (headings[-1] if headings else None, same_line or " ".join(above))
+        previous_end = node.end_lineno
     return comments
 
 
-def _comment_text(token):
-    return token.string.lstrip("#").strip()
-
-
-# --------------------------------------------------------------------------------------------
-# Printing and saving a config
-# --------------------------------------------------------------------------------------------
+# --- Printing and saving a config ---
 
 def config_to_dict(config):
     """Return the config as a plain dict: what a checkpoint stores (weights_only can load it)."""
@@ -387,11 +276,8 @@ def config_to_dict(config):
 
 
 def print_config(config, file=None):
-    """Print one `key = value` line per field.
-
-    The output is itself a valid config file, so a run's settings can be pasted into
-    config/*.py to reproduce it.
-    """
+    """Print one `key = value` line per field. The output is itself a valid config file, so a
+    run's settings can be pasted into config/*.py to reproduce it."""
     file = sys.stdout if file is None else file
     values = config_to_dict(config)
     width = max((len(key) for key in values), default=0)

@@ -12,7 +12,7 @@ which files) next to the tokens themselves, in one of two formats:
 What lives here:
   - writing and checking those files (`to_token_array`, `write_meta`, `write_shard`,
     `read_shard_header`, `validate_shard`), used by prepare.py;
-  - `BatchLoader`, the reader: random (B, T) training windows from a checkpointable generator
+  - `BatchLoader`, the reader: random windows of T + 1 tokens from a checkpointable generator
     (train.py, bench.py), fixed random batches for train.py's quick evaluations, and
     `consecutive_batches()`, every token of a split once, in order, for exact perplexity (eval.py,
     guide.py). Both open files through `open_split()` and read rows through `read_rows()`;
@@ -270,13 +270,14 @@ def to_device(tensors, device):
 
 class BatchLoader:
     """
-    Random (B, T) training windows from a prepared dataset.
+    Random windows of T + 1 tokens from a prepared dataset.
 
-    get_batch(split) is the training stream: its generator state is saved in checkpoints
-    (state_dict), so a resumed run replays exactly the batches an uninterrupted one sees. Under
+    next_windows() is the training stream: windows of T + 1 tokens (train.py makes the inputs and
+    the targets of them). Its generator state is saved in checkpoints (state_dict), so a resumed
+    run replays exactly the batches an uninterrupted one sees. Under
     DDP every rank draws the window offsets of *all* ranks from the same stream and keeps its own:
     ranks see different data, and together they see what one process with the same total batch
-    would see. eval_batches() is separate and fixed, so evaluating never moves the stream.
+    would see. eval_windows() is separate and fixed, so evaluating never moves the stream.
     """
 
     def __init__(self, dataset_dir, batch_size, block_size, device="cpu", seed=1337,
@@ -316,24 +317,22 @@ class BatchLoader:
         return list(zip(file_index.tolist(), starts.tolist()))
 
     def _read(self, split, windows):
-        """x, y (B, T) int64 on the device; y is x shifted by one."""
-        tokens = read_rows(self.files[split], windows, self.block_size + 1)
-        # Position t of x is trained to predict position t of y, the next token.
-        x, y = tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()  # each (B, T)
-        return to_device((x, y), self.device)
+        """The tokens of B windows, (B, T + 1) int64 on the device: T inputs and the next token."""
+        return to_device((read_rows(self.files[split], windows, self.block_size + 1),), self.device)[0]
 
-    def get_batch(self, split="train"):
-        """The next batch of this rank from the training stream: (x, y), each (B, T)."""
+    def next_windows(self):
+        """This rank's next B windows of the training stream, (B, T + 1) tokens each."""
         mine = None
         for rank in range(self.world_size):  # draw every rank's windows, keep our own
-            windows = self._draw(split, self.generator)
+            windows = self._draw("train", self.generator)
             if rank == self.rank:
                 mine = windows
         self.batches_drawn += 1
-        return self._read(split, mine)
+        return self._read("train", mine)
 
-    def eval_batches(self, split, num_batches, seed=0):
-        """num_batches fixed batches of a split: the same ones on every call, on every rank."""
+    def eval_windows(self, split, num_batches, seed=0):
+        """num_batches fixed batches of a split's windows, (B, T + 1) each: the same ones on every
+        call, on every rank."""
         generator = torch.Generator().manual_seed(seed)
         for _ in range(num_batches):
             yield self._read(split, self._draw(split, generator))

@@ -54,6 +54,7 @@ import bench
 import checkpoint
 import common
 import data
+import engine
 import eval as evaluate
 import metrics
 import optim
@@ -532,7 +533,8 @@ def sample_data(model, tokenizer, prompt, new_tokens, seed):
     for s in sampling_strategies(tokenizer):
         generator = torch.Generator().manual_seed(seed)
         t0 = time.perf_counter()
-        out = model.generate(idx, new_tokens, s["temperature"], s["top_k"], s["top_p"], generator=generator)
+        out = engine.generate(model, idx, new_tokens, s["temperature"], s["top_k"], s["top_p"],
+                              generator=generator)
         seconds = time.perf_counter() - t0
         new = out[0, idx.size(1):].tolist()
         words = tokenizer.decode(new).split()

@@ -54,11 +54,12 @@ def check_name_or_path(name_or_path):
                        f"give a GPT-2 name or the path of a folder with config.json and model.safetensors")
 
 
-def from_pretrained(name_or_path, **overrides):
+def from_pretrained(name_or_path, activation_checkpointing=False, **overrides):
     """
     A GPT with GPT-2 weights: a hub name ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl'),
     downloaded once into the cache, or a local folder holding a Hugging Face GPT-2 checkpoint
-    (config.json + model.safetensors). overrides: e.g. dropout=0.1 to finetune.
+    (config.json + model.safetensors). overrides: GPTConfig settings that leave the weights as
+    they are, e.g. dropout=0.1 to finetune.
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file  # the format the hub ships: tensors only, safe to load
@@ -80,7 +81,7 @@ def from_pretrained(name_or_path, **overrides):
     except (SafetensorError, OSError) as e:
         raise WeightsError(f"{directory / 'model.safetensors'} could not be read ({e}); "
                            f"delete it and download it again") from None
-    model = GPT(config)
+    model = GPT(config, activation_checkpointing)
     model.load_state_dict(hf_to_ours(hf_state, model.state_dict(), directory))
     return model
 

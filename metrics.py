@@ -1,19 +1,24 @@
 """
 The record of a training run: what train.py prints, metrics.jsonl, and optionally Weights & Biases.
 
-`RunLog.start()` opens the log of a new or resumed run; `RunLog.log(record, line)` does all
+`RunLog(path, ...)` is the log of one run; `log.say(line)` prints, `log.log(record, line)` does all
 three for one event: prints the human-readable line, appends the record (a dict) as one JSON line
-to out_dir/metrics.jsonl, and sends it to W&B when asked. Only rank 0 logs; other processes get a
-RunLog that does nothing.
+to out_dir/metrics.jsonl, and sends it to W&B when asked. `evaluation()` and `train_step()` are the
+two events of train.py's loop, with what is worth knowing about each (bits per byte, perplexity,
+tokens/s, MFU, the time left); `start_loop()` gives them what they need. Only rank 0 logs; other
+processes get a RunLog that does nothing. The file is started by the first record: a new run's replaces an old
+file; a resumed run's keeps what came before its checkpoint and drops the events it is about to
+produce again (`trim_metrics`), so the file reads as one uninterrupted run.
 
 metrics.jsonl is one JSON object per line: easy to append to, to plot, and to read back after a
 crash. `read_metrics()` reads it back (guide.py's figures, bench.py's recipes mode); every record
-carries "seconds", the time since the training loop started. A resumed run first drops the
-events it is about to produce again (`trim_metrics`), so the file reads as one uninterrupted run.
+carries "seconds", the time since the training loop started.
 """
 
 import importlib
 import json
+import math
+import time
 from pathlib import Path
 
 from common import ConfigError, fsync_file, write_atomic
@@ -22,22 +27,51 @@ METRICS_NAME = "metrics.jsonl"
 
 
 class RunLog:
-    def __init__(self, path=None, wandb_config=None, enabled=True):
-        """path: metrics.jsonl (None = no file). wandb_config: dict(project, name, config) or None."""
-        self.path, self.enabled = path, enabled
-        self.wandb = start_wandb(**wandb_config) if (enabled and wandb_config) else None
+    def __init__(self, path=None, enabled=True, resume_iter=None, wandb=None):
+        """path: metrics.jsonl, or None for printing only. resume_iter: the iteration a resumed
+        run continues from (None: a new run). wandb: dict(project, name, config) or None."""
+        self.path, self.enabled, self.resume_iter = path, enabled, resume_iter
+        self.file_started = False  # the file is started by the first record
+        self.started = time.perf_counter()  # start_loop() sets it again when the loop starts
+        self.wandb = start_wandb(**wandb) if (enabled and wandb) else None
 
-    @classmethod
-    def start(cls, path, resume_iter=None, enabled=True, wandb=None):
-        """The log of a run writing to path (metrics.jsonl): a new file for a new run; for a run
-        resumed at resume_iter, the old file without what that run will log again."""
-        if enabled:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if resume_iter is None:
-                path.unlink(missing_ok=True)
-            else:
-                trim_metrics(path, resume_iter)
-        return cls(path, wandb, enabled)
+    def start_loop(self, start_iter, max_iters, log_interval, tokens_per_iter, flops_per_token,
+                   peak_flops=None):
+        """The training loop starts now: every record carries the seconds since (loss against
+        time). peak_flops: of all the processes' accelerators together (None: no MFU)."""
+        self.start_iter, self.max_iters, self.log_interval = start_iter, max_iters, log_interval
+        self.tokens_per_iter, self.flops_per_token, self.peak_flops = tokens_per_iter, flops_per_token, peak_flops
+        self.started, self.step_seconds = time.perf_counter(), None  # step_seconds: a moving average
+
+    def evaluation(self, iter_num, losses, best_val_loss, lr, improved):
+        """Log one evaluation (estimate_loss's losses); returns its record."""
+        record = {"event": "eval", "iter": iter_num, "train_loss": losses["train"], "val_loss": losses["val"],
+                  "train_bpb": losses["train_bpb"], "val_bpb": losses["val_bpb"],
+                  "val_ppl": math.exp(losses["val"]), "best_val_loss": best_val_loss, "lr": lr,
+                  "seconds": time.perf_counter() - self.started}
+        self.log(record, f"eval iter {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f} "
+                         f"({losses['val_bpb']:.4f} bits/byte), val perplexity {record['val_ppl']:.2f}"
+                         + (" (best so far)" if improved else ""))
+        return record
+
+    def train_step(self, iter_num, loss, lr, seconds):
+        """One optimizer step that took `seconds`: logged every log_interval steps."""
+        # Skip the first steps in the average: they include compiling and memory allocation.
+        if iter_num - self.start_iter >= 2:
+            self.step_seconds = seconds if self.step_seconds is None else 0.9 * self.step_seconds + 0.1 * seconds
+        if iter_num % self.log_interval:
+            return
+        tokens_per_sec = self.tokens_per_iter / seconds
+        record = {"event": "train", "iter": iter_num, "loss": loss, "lr": lr, "ms_per_iter": seconds * 1000,
+                  "tokens_per_sec": tokens_per_sec, "seconds": time.perf_counter() - self.started}
+        line = (f"iter {iter_num}/{self.max_iters}: loss {loss:.4f}, lr {lr:.2e}, {seconds * 1000:.1f} ms/iter, "
+                f"{tokens_per_sec:,.0f} tokens/s")
+        if self.peak_flops:  # model FLOPs utilisation: the share of the GPUs' peak doing useful maths
+            record["mfu"] = self.flops_per_token * tokens_per_sec / self.peak_flops
+            line += f", mfu {record['mfu']:.1%}"
+        if self.step_seconds is not None:  # the training steps still to come, not the evaluations
+            line += f", eta {format_duration((self.max_iters - iter_num - 1) * self.step_seconds)}"
+        self.log(record, line)
 
     def say(self, line):
         if self.enabled:
@@ -49,6 +83,13 @@ class RunLog:
             return
         self.say(line)
         if self.path is not None:
+            if not self.file_started:  # a new run: a new file; a resumed one: the file up to its checkpoint
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                if self.resume_iter is None:
+                    self.path.unlink(missing_ok=True)
+                else:
+                    trim_metrics(self.path, self.resume_iter)
+                self.file_started = True
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
         if self.wandb:

@@ -6,16 +6,17 @@ What is in:
     input/output embeddings), so OpenAI's published weights load (hf.py) and give the same logits
     as the Hugging Face `transformers` implementation (the tests check this to 1e-4).
   - Causal self-attention written out by hand, step by step, and PyTorch's fused
-    `scaled_dot_product_attention` (same maths, one kernel) used when available.
-  - Generation with a KV cache (greedy, temperature, top-k, top-p), and the plain no-cache loop it
-    is tested against.
+    `scaled_dot_product_attention`, the same maths in one kernel (the tests prove them equal).
+  - The loss, and `generate`: the plain generation loop a learner writes first. engine.py does the
+    same faster (a KV cache, streaming, stop tokens, top-p), tested equal to it.
 
 What is left out on purpose: rotary embeddings, grouped-query attention, RMSNorm and the other
 post-GPT-2 changes. They are good ideas, but then the weights OpenAI released would not load.
 
 Glossary of GPT-2's short names (kept so the published weights map one-to-one):
-  wte = token embedding, wpe = position embedding, h = the list of blocks, ln_1/ln_2/ln_f = LayerNorms,
-  c_attn = the q,k,v projection, c_proj = output projection, c_fc = the MLP's first layer.
+  wte = token embedding, wpe = position embedding, h = the list of blocks,
+  ln_1/ln_2/ln_f = LayerNorms, c_attn = the q,k,v projection, c_proj = output projection,
+  c_fc = the MLP's first layer.
 Shapes: B = batch, T = sequence length, C = n_embd, nh = n_head, hs = head size = C // nh.
 """
 
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 
 
 @dataclass
@@ -48,10 +50,10 @@ class GPTConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
         if self.n_embd % self.n_head != 0:
-            raise ValueError(
-                f"GPTConfig: n_embd={self.n_embd} is not divisible by n_head={self.n_head}; each head "
-                f"gets n_embd // n_head dimensions, so pick e.g. n_embd={self.n_head * max(1, round(self.n_embd / self.n_head))}"
-            )
+            fit = self.n_head * max(1, round(self.n_embd / self.n_head))
+            raise ValueError(f"GPTConfig: n_embd={self.n_embd} is not divisible by n_head="
+                             f"{self.n_head}; each head gets n_embd // n_head dimensions, so pick "
+                             f"e.g. n_embd={fit}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout}")
 
@@ -63,6 +65,14 @@ class GPTConfig:
 # --------------------------------------------------------------------------------------------
 # Attention
 # --------------------------------------------------------------------------------------------
+
+def causal_mask(T, past, device):
+    """(T, past+T) boolean mask, True where query i (at absolute position past+i) may see key j.
+    past: tokens before these T (0 in training; the cached ones when generating)."""
+    query_pos = torch.arange(past, past + T, device=device).unsqueeze(1)  # (T, 1)
+    key_pos = torch.arange(past + T, device=device).unsqueeze(0)  # (1, past+T)
+    return key_pos <= query_pos
+
 
 class CausalSelfAttention(nn.Module):
     """
@@ -76,8 +86,7 @@ class CausalSelfAttention(nn.Module):
     matrix multiply computes every head's queries, keys and values; `c_proj` is W_O. The mask is
     always the causal one, built in.
 
-    layer_idx is the number of the block this layer sits in. It names the layer's own slot in the
-    KV cache; a layer used on its own, outside a model, is layer 0.
+    layer_idx is the number of the block this layer sits in: its own slot in a KV cache.
     """
 
     def __init__(self, config, layer_idx=0):
@@ -104,26 +113,13 @@ class CausalSelfAttention(nn.Module):
         k = k.view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
 
-        # During generation, the keys and values of earlier tokens come from the cache: this
-        # layer stores its new k, v in its own slot (layer_idx) and gets back all of them so far.
-        # q stays (B, nh, T, hs): only new tokens ask questions.
-        past = 0
+        # Generating with a KV cache (engine.py): the keys and values of the earlier tokens are
+        # stored; these tokens' are added, and the queries attend over all of them.
         if kv_cache is not None:
-            past = kv_cache.pos
-            k, v = kv_cache.update(self.layer_idx, k, v)  # (B, nh, past + T, hs)
+            k, v = kv_cache.append(self.layer_idx, k, v)  # each (B, nh, past + T, hs)
+        past = k.size(2) - T  # tokens before these: 0 in training
 
-        if self.use_sdpa:
-            # PyTorch's fused kernel does steps 3-6 below in one pass without ever storing the
-            # (T x T) score matrix (FlashAttention-style). Same maths; the tests prove it.
-            # is_causal=True builds the causal mask itself, but aligned to the top-left corner:
-            # query i sees keys 0..i. That is right only when there is no past. With a cache,
-            # query i sits at position past + i and must also see every cached key, so the
-            # mask is passed explicitly (the same one step 4 uses).
-            mask = None if past == 0 else causal_mask(T, past, x.device)  # (T, past+T) or None
-            y = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
-                is_causal=(past == 0))
-        else:
+        if not self.use_sdpa:
             # 3. Scores: how much each query matches each key, scaled by 1/sqrt(hs). A dot product
             #    of two random hs-dim vectors has variance ~hs; without the scale, scores grow with
             #    the head size, softmax saturates to a one-hot and its gradients vanish.
@@ -138,62 +134,21 @@ class CausalSelfAttention(nn.Module):
             att = F.softmax(att, dim=-1)
             # 6. Dropout on the weights (regularisation; off in eval and for pretraining).
             att = self.attn_dropout(att)
-            # 7. Weighted sum of values: each token gathers information from the tokens it attends to.
+            # 7. Weighted sum of values: each token gathers information from those it attends to.
             y = att @ v  # (B, nh, T, past+T) x (B, nh, past+T, hs) -> (B, nh, T, hs)
+        else:
+            # Steps 3-7 in one fused kernel (FlashAttention-style: the T x T scores are never
+            # stored). The same maths; the tests prove it. Its is_causal=True mask lets query i
+            # see keys 0..i, which is step 4's only when there is no past: with a cache, step 4's
+            # mask is passed instead.
+            mask = None if past == 0 else causal_mask(T, past, x.device)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=past == 0,
+                                               dropout_p=self.dropout if self.training else 0.0)
 
         # 8. Merge heads: put the nh outputs of size hs back side by side into C.
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
         # 9. Output projection W_O mixes the heads' results back into the residual stream.
         return self.resid_dropout(self.c_proj(y))
-
-
-def causal_mask(T, past, device):
-    """(T, past+T) boolean mask, True where query i (at absolute position past+i) may see key j."""
-    query_pos = torch.arange(past, past + T, device=device).unsqueeze(1)  # (T, 1)
-    key_pos = torch.arange(past + T, device=device).unsqueeze(0)  # (1, past+T)
-    return key_pos <= query_pos
-
-
-class KVCache:
-    """
-    Keys and values of the tokens seen so far, one preallocated buffer per layer.
-
-    Without a cache, generating each new token re-runs the whole context through the model,
-    recomputing keys and values that have not changed: a token's k and v depend only on the
-    tokens before it. With it, each step feeds one token and adds one k, v per layer.
-
-    The cache's state follows from the model's structure, not from the order of calls. Each
-    attention layer names its own buffer by its layer_idx, and `pos` (shared by every layer)
-    moves in one place: GPT.forward advances it once, after the last block. So running one block
-    alone, or an exception half-way through a forward pass, leaves pos where it was, and the next
-    forward simply writes the same positions again.
-    """
-
-    def __init__(self, config):
-        self.block_size = config.block_size
-        # one (B, nh, block_size, hs) buffer per layer, allocated on first use (see update)
-        self.k = [None] * config.n_layer
-        self.v = [None] * config.n_layer
-        self.pos = 0  # how many positions every layer has filled
-
-    def update(self, layer_idx, k, v):
-        """
-        Store one layer's new keys and values k, v (B, nh, T, hs) at positions pos..pos+T-1 of
-        that layer's buffer; return the layer's keys and values for positions 0..pos+T-1, each
-        (B, nh, pos+T, hs). pos does not move here: the other layers still have to store theirs.
-        """
-        B, nh, T, hs = k.shape
-        end = self.pos + T
-        if self.k[layer_idx] is None:  # allocated only now, in the dtype attention runs in
-            self.k[layer_idx] = k.new_zeros(B, nh, self.block_size, hs)
-            self.v[layer_idx] = v.new_zeros(B, nh, self.block_size, hs)
-        self.k[layer_idx][:, :, self.pos:end] = k
-        self.v[layer_idx][:, :, self.pos:end] = v
-        return self.k[layer_idx][:, :, :end], self.v[layer_idx][:, :, :end]
-
-    def advance(self, T):
-        """Every layer has stored T new positions: count them as filled."""
-        self.pos += T
 
 
 # --------------------------------------------------------------------------------------------
@@ -231,7 +186,7 @@ class Block(nn.Module):
     def __init__(self, config, layer_idx):
         super().__init__()
         self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.attn = CausalSelfAttention(config, layer_idx)  # layer_idx: its slot in the KV cache
+        self.attn = CausalSelfAttention(config, layer_idx)
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
@@ -246,10 +201,18 @@ class Block(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 class GPT(nn.Module):
+    """
+    activation_checkpointing: a training choice, not part of the architecture (so not in
+    GPTConfig, nor in a checkpoint's model_args). When training, each block keeps only its input
+    for the backward pass and computes its insides (attention scores, the MLP's 4x-wide hidden
+    layer...) again when backward needs them: a second forward per block, for a fraction of the
+    activation memory. Non-reentrant checkpointing replays the same dropout masks.
+    """
 
-    def __init__(self, config):
+    def __init__(self, config, activation_checkpointing=False):
         super().__init__()
         self.config = config
+        self.activation_checkpointing = activation_checkpointing
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(config.padded_vocab_size, config.n_embd),  # token -> vector
             wpe=nn.Embedding(config.block_size, config.n_embd),  # position -> vector
@@ -263,8 +226,6 @@ class GPT(nn.Module):
         # It saves vocab x n_embd parameters (38.6M of GPT-2 small's 124M) and trains better.
         self.lm_head.weight = self.transformer.wte.weight
         self.init_weights()
-        # A training choice, not part of the architecture (so not in GPTConfig): train.py sets it.
-        self.activation_checkpointing = False
 
     @torch.no_grad()
     def init_weights(self):
@@ -316,16 +277,15 @@ class GPT(nn.Module):
         """
         idx: (B, T) token ids. Returns (logits (B, T, vocab_size), loss or None). Logits come for
         every position: position t predicts token t+1, so one sequence trains T predictions.
-        last_only=True scores the last position alone, logits (B, 1, vocab_size): all that
-        generating the next token needs. The output head is a large matmul (38.6M of GPT-2's
-        124M parameters), so scoring all T positions to keep one would waste most of that work.
+        Generation (engine.py) passes a KV cache, and last_only=True to score the last position
+        alone: the output head is a large matmul (38.6M of GPT-2's 124M parameters), so scoring
+        all T positions to keep one would waste most of that work.
         """
         B, T = idx.size()
-        past = kv_cache.pos if kv_cache is not None else 0
+        past = 0 if kv_cache is None else kv_cache.pos  # positions already in the cache
         if past + T > self.config.block_size:
-            raise ValueError(
-                f"sequence of {past + T} tokens is longer than block_size={self.config.block_size}; "
-                f"crop the input to its last {self.config.block_size} tokens")
+            raise ValueError(f"sequence of {past + T} tokens is longer than block_size="
+                             f"{self.config.block_size}; crop it to its last block_size tokens")
         pos = torch.arange(past, past + T, dtype=torch.long, device=idx.device)  # (T,)
 
         # Token and position embeddings add up: the model sees "what" and "where" in one vector.
@@ -333,11 +293,7 @@ class GPT(nn.Module):
         x = self.transformer.drop(x)
         for block in self.transformer.h:
             if self.activation_checkpointing and self.training and torch.is_grad_enabled():
-                # Keep only the block's input for the backward pass and compute its insides
-                # (attention scores, the MLP's 4x-wide hidden layer...) again when backward needs
-                # them: a second forward per block, for a fraction of the activation memory.
-                # Non-reentrant checkpointing replays the same dropout masks.
-                x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+                x = checkpoint(block, x, use_reentrant=False)  # see the class docstring
             else:
                 x = block(x, kv_cache)
         if kv_cache is not None:
@@ -352,8 +308,6 @@ class GPT(nn.Module):
 
         loss = None
         if targets is not None:
-            if last_only:
-                raise ValueError("last_only=True gives one position's logits; a loss needs all of them")
             # Cross-entropy = -log p(correct next token), averaged over all B*T positions.
             # At init the model guesses uniformly, so expect ln(vocab_size) (10.8 for GPT-2's
             # vocabulary, 4.2 for 65 characters). ignore_index=-1 lets callers mask positions.
@@ -361,117 +315,32 @@ class GPT(nn.Module):
                                    ignore_index=-1)
         return logits, loss
 
-    # ----------------------------------------------------------------------------------------
-    # Generation
-    # ----------------------------------------------------------------------------------------
-
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
-                 use_cache=True, stop_token=None, generator=None):
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None):
         """
-        Append up to max_new_tokens tokens to idx (B, T); returns (B, T + new). See
-        generate_tokens. With stop_token, a row that has stopped is padded with stop_token up to
-        the longest row, so a row's text is everything before its first stop_token.
+        Append max_new_tokens tokens to idx (B, T) and return (B, T + max_new_tokens): the loop a
+        learner writes first. Each step runs the context through the model and samples the next
+        token from the last position's logits. The model has learned positions 0..block_size-1
+        only, so the context is cropped to its last block_size tokens.
+
+        temperature 0 = greedy (always the likeliest token); otherwise the logits are divided by
+        it (< 1 sharpens the distribution, > 1 flattens it) and sampled, from the top_k likeliest
+        tokens only if top_k is given. Call model.eval() first: dropout would change the logits.
+        engine.generate is the fast version of this loop, tested equal to it.
         """
-        new = list(self.generate_tokens(idx, max_new_tokens, temperature, top_k, top_p,
-                                        use_cache, stop_token, generator))
-        return torch.cat([idx] + new, dim=1)
-
-    def generate_tokens(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
-                        use_cache=True, stop_token=None, generator=None):
-        """
-        Yield new tokens one at a time, each (B, 1), so callers can stream text as it appears.
-
-        temperature 0 = greedy (always the most likely token); otherwise logits / temperature
-        are sampled, optionally restricted to the top_k tokens and/or the smallest set of
-        tokens whose probabilities add up to top_p (nucleus sampling).
-
-        stop_token: the rows of a batch are generated together, so a row that produces it
-        cannot leave early. From then on that row yields stop_token at every step (whatever the
-        model would have sampled), so everything after a row's first stop_token is stop_token
-        and easy to cut off. Generation ends once every row has produced it.
-
-        The context window: the model has learned positions 0..block_size-1 only. A prompt
-        longer than that is cropped to its last block_size tokens. When the window is full, the
-        oldest half is dropped and generation continues on the newer half (like llama.cpp's
-        context shift). With learned absolute positions every token's position changes when the
-        window moves, so cached keys/values go stale: the cache is rebuilt from the kept half,
-        one forward pass, and then grows again one token at a time.
-
-        use_cache=False runs the very same windows through the full model at every step, with
-        no cache: the reference the cache is tested against. It is not nanoGPT's generate,
-        which crops the context to its last block_size tokens at every step, so its window
-        slides by one token at a time once full; here both paths drop the older half at once.
-        """
-        validate_sampling(temperature, top_k, top_p)
-        was_training = self.training
-        self.eval()
-        block_size = self.config.block_size
-        context = idx[:, -block_size:]  # crop the prompt to the window
-        cache = None
-        done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
-        try:
-            for _ in range(max_new_tokens):
-                # inference_mode is no_grad plus less bookkeeping per tensor (no version
-                # counters or view tracking): a small model generates ~25% faster with it.
-                with torch.inference_mode():
-                    if context.size(1) == block_size:  # window full: keep the newer half
-                        context, cache = context[:, -(block_size // 2):], None
-                    if not use_cache:
-                        logits, _ = self(context, last_only=True)
-                    elif cache is None:  # (re)fill the cache with the whole window
-                        cache = KVCache(self.config)
-                        logits, _ = self(context, kv_cache=cache, last_only=True)
-                    else:  # only the newest token goes through the model
-                        logits, _ = self(context[:, -1:], kv_cache=cache)
-                    next_token = sample_next_token(logits[:, -1, :], temperature, top_k, top_p, generator)
-                    if stop_token is not None:
-                        # A row that has stopped stays stopped: it gets stop_token again, not
-                        # whatever was sampled for it. (The other rows are unaffected: rows of a
-                        # batch never attend to each other.)
-                        next_token = next_token.masked_fill(done.unsqueeze(1), stop_token)  # (B, 1)
-                        done |= next_token.squeeze(1) == stop_token
-                    context = torch.cat((context, next_token), dim=1)
-                # Tensors made under inference_mode can never enter autograd; the copy handed
-                # out is an ordinary tensor, so a caller may train on generated text.
-                yield next_token.clone()
-                if stop_token is not None and done.all():
-                    break
-        finally:
-            self.train(was_training)
-
-
-# --------------------------------------------------------------------------------------------
-# Sampling
-# --------------------------------------------------------------------------------------------
-
-def validate_sampling(temperature, top_k, top_p):
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be >= 1, or None to keep every token; got {top_k}")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1], or None to turn it off; got {top_p}")
-
-
-def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
-    """logits (B, V) for the next position -> token ids (B, 1)."""
-    validate_sampling(temperature, top_k, top_p)
-    if temperature == 0:
-        return logits.argmax(dim=-1, keepdim=True)  # greedy
-    # Temperature < 1 sharpens the distribution towards the likeliest tokens, > 1 flattens it.
-    logits = logits.float() / temperature
-    if top_k is not None:
-        # Keep the k highest logits. A k beyond the vocabulary simply keeps everything.
-        k = min(top_k, logits.size(-1))
-        kth_best = torch.topk(logits, k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth_best, float("-inf"))
-    if top_p is not None and top_p < 1.0:
-        # Nucleus: sort by probability, keep the smallest prefix whose mass reaches top_p. A token
-        # is dropped when the mass *before* it already reaches top_p, so the top token always stays.
-        sorted_logits, sorted_idx = torch.sort(logits, descending=True, dim=-1)
-        sorted_probs = F.softmax(sorted_logits, dim=-1)
-        mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
-        sorted_logits = sorted_logits.masked_fill(mass_before >= top_p, float("-inf"))
-        logits = torch.full_like(logits, float("-inf")).scatter(-1, sorted_idx, sorted_logits)
-    probs = F.softmax(logits, dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator)
+        for _ in range(max_new_tokens):
+            context = idx[:, -self.config.block_size:]  # (B, <= block_size)
+            logits, _ = self(context)
+            logits = logits[:, -1, :]  # (B, vocab_size): the prediction for the next position
+            if temperature == 0:
+                next_token = logits.argmax(dim=-1, keepdim=True)  # (B, 1)
+            else:
+                logits = logits / temperature
+                if top_k is not None:  # keep the top_k highest logits, drop the rest
+                    k = min(top_k, logits.size(-1))
+                    kth_best = torch.topk(logits, k, dim=-1).values[:, -1:]  # (B, 1)
+                    logits = logits.masked_fill(logits < kth_best, float("-inf"))
+                probs = F.softmax(logits, dim=-1)
+                next_token = torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
+            idx = torch.cat((idx, next_token), dim=1)
+        return idx

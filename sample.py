@@ -28,7 +28,7 @@ from checkpoint import load_model
 from common import ConfigError, autocast, pick_device, pick_dtype, run_command
 from configurator import parse_config
 from hf import check_name_or_path
-from model import validate_sampling
+from engine import generate_tokens, validate_sampling
 
 
 @dataclass
@@ -70,7 +70,7 @@ def prompt_ids(start, tokenizer, block_size):
         ids = tokenizer.encode("\n")  # characters, or learned BPE (bytes: it can encode any text)
     if len(ids) >= block_size:
         # A full window leaves no room for a new token: generation keeps the newer half of it
-        # (model.GPT.generate_tokens), so that half is all the model will see of the prompt.
+        # (engine.generate_tokens), so that half is all the model will see of the prompt.
         print(f"warning: the prompt has {len(ids)} tokens and the model's context is {block_size}; "
               f"only its last {block_size // 2} tokens are used (a full window keeps its newer half)",
               file=sys.stderr)
@@ -86,8 +86,8 @@ def stream_sample(model, tokenizer, ids, cfg, device, ctx, generator, out=None):
     idx = torch.tensor([ids], dtype=torch.long, device=device)
     stop = tokenizer.eot_token if cfg.stop_at_eot else None
     with ctx:
-        for token in model.generate_tokens(idx, cfg.max_new_tokens, cfg.temperature, cfg.top_k,
-                                           cfg.top_p, cfg.use_cache, stop, generator):
+        for token in generate_tokens(model, idx, cfg.max_new_tokens, cfg.temperature, cfg.top_k,
+                                     cfg.top_p, cfg.use_cache, stop, generator):
             if token.item() == stop:
                 break
             new_ids.append(token.item())

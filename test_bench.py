@@ -85,13 +85,13 @@ def test_step_time_is_the_median_and_mfu_uses_the_models_own_flops(monkeypatch):
 def test_generation_speedup_is_no_cache_time_over_cache_time(monkeypatch):
     clock = FakeClock()
     monkeypatch.setattr(bench, "time", clock)
-    generate = bench.GPT.generate
+    generate = bench.generate  # engine.generate, as bench.py calls it
 
-    def timed_generate(self, *args, use_cache=True, **kwargs):
+    def timed_generate(model, *args, use_cache=True, **kwargs):
         clock.now += 1.0 if use_cache else 3.0  # the cache path takes a third of the time
-        return generate(self, *args, use_cache=use_cache, **kwargs)
+        return generate(model, *args, use_cache=use_cache, **kwargs)
 
-    monkeypatch.setattr(bench.GPT, "generate", timed_generate)
+    monkeypatch.setattr(bench, "generate", timed_generate)
     result = bench.main(TINY + ["--mode=generate", "--max_new_tokens=4", "--repeats=2"])
     assert result["speedup"] == pytest.approx(3.0)
     assert result["tokens_per_sec_kv_cache"] == pytest.approx(4 / 1.0)
@@ -168,10 +168,10 @@ def test_baby_preset_is_the_shape_of_the_baby_gpt_config():
 
 
 def test_activation_checkpointing_option_reaches_the_model(monkeypatch, capsys):
+    import model
     calls = []
-    checkpoint = torch.utils.checkpoint.checkpoint
-    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint",
-                        lambda *args, **kwargs: calls.append(1) or checkpoint(*args, **kwargs))
+    checkpoint = model.checkpoint  # torch.utils.checkpoint.checkpoint, as model.py calls it
+    monkeypatch.setattr(model, "checkpoint", lambda *args, **kwargs: calls.append(1) or checkpoint(*args, **kwargs))
     result = bench.main(TINY + ["--n_layer=2", "--warmup_iters=1", "--iters=2", "--activation_checkpointing",
                                 "--json"])
     assert len(calls) == 2 * (1 + 2)  # every block of every step, warm-up included

@@ -230,8 +230,7 @@ def test_unsupported_annotation_is_a_type_error_naming_the_field(annotation):
     # Raised up front, even though no argument mentions the field: it is a bug in the program.
     for call in (lambda: parse_config(config_class(), []),
                  lambda: parse_config(config_class(), ["--batch_size=2"]),
-                 lambda: configurator.help_text(config_class),
-                 lambda: configurator.options_table(config_class)):
+                 lambda: configurator.help_text(config_class)):
         with pytest.raises(TypeError) as excinfo:
             call()
         assert "Odd.odd_field" in str(excinfo.value)
@@ -246,7 +245,7 @@ def test_every_supported_annotation_is_accepted():
 
 
 # --------------------------------------------------------------------------------------------
-# --help and the options table: the dataclass's comments are the documentation
+# --help: the dataclass's comments are the documentation
 # --------------------------------------------------------------------------------------------
 
 @dataclasses.dataclass
@@ -313,20 +312,6 @@ def test_help_shows_the_instance_values_as_defaults(capsys):
         parse_config(DocConfig(batch_size=99), ["-h"])
     assert "  --batch_size  int; default 99" in capsys.readouterr().out.splitlines()
     assert "  --batch_size  int; default 12" in configurator.help_text(DocConfig).splitlines()
-
-
-def test_options_table_is_markdown_with_readme_formatting():
-    assert configurator.options_table(DocConfig) == "\n".join([
-        "| option | default | meaning |",
-        "|---|---|---|",
-        '| `out_dir` | `"out"` | where checkpoints go |',
-        "| `batch_size` | `12` | how many sequences per step; more is smoother but slower |",
-        '| `start` | `"#"` | the prompt (a "#" in a string is not a comment) |',
-        '| `mode` | `"train"` | train, or only generate text |',
-        "| `top_p` | `None` |  |",
-        "| `learning_rate` | `6e-4` | the peak \\| after warmup |",
-        "| `compile` | `False` |  |",
-    ])
 
 
 @pytest.mark.parametrize("value, text", [(8e-3, "8e-3"), (2.5e-4, "2.5e-4"), (1e-5, "1e-5"), (0.0, "0.0"),

@@ -704,14 +704,14 @@ def test_batches_are_next_token_windows_from_llmc_shards(tmp_path):
     loader = BatchLoader(directory, batch_size=8, block_size=16)
     seen_files = set()
     for _ in range(50):
-        x, y = loader.get_batch("train")
+        x, y = train.inputs_and_targets(loader.next_windows())
         assert x.shape == y.shape == (8, 16) and x.dtype == torch.int64
         assert torch.equal(y[:, :-1], x[:, 1:])  # y is x shifted by one
         assert torch.all(y - x == 1)  # consecutive: within one file, and the header skipped
         seen_files |= {int(v) // 1000 for v in x[:, 0]}
     assert seen_files == {0, 1}  # both train shards are sampled
-    x, _ = next(loader.eval_batches("val", 1))
-    assert x.min() >= 5000
+    windows = next(loader.eval_windows("val", 1))
+    assert windows.shape == (8, 17) and windows.min() >= 5000
 
 
 def test_the_last_window_of_every_file_is_drawn(tmp_path):
@@ -727,7 +727,7 @@ def test_the_last_window_of_every_file_is_drawn(tmp_path):
     loader = BatchLoader(directory, batch_size=8, block_size=16)
     seen_files = set()
     for _ in range(10):
-        x, y = loader.get_batch("train")
+        x, y = train.inputs_and_targets(loader.next_windows())
         assert torch.all(y[:, -1] % 1000 == 16)
         seen_files |= {int(v) // 1000 for v in x[:, 0]}
     assert seen_files == {0, 1, 2}
@@ -739,23 +739,23 @@ def test_ranks_take_their_slice_of_one_stream_and_resume_replays_it(data_dir):
     rank0 = BatchLoader(tiny, batch_size=4, block_size=16, seed=7, rank=0, world_size=2)
     rank1 = BatchLoader(tiny, batch_size=4, block_size=16, seed=7, rank=1, world_size=2)
     for _ in range(3):
-        first, second = single.get_batch()[0], single.get_batch()[0]
-        x0, x1 = rank0.get_batch()[0], rank1.get_batch()[0]
+        first, second = single.next_windows(), single.next_windows()
+        x0, x1 = rank0.next_windows(), rank1.next_windows()
         assert not torch.equal(x0, x1)  # ranks see different data...
         assert torch.equal(x0, first) and torch.equal(x1, second)  # ...together what one process sees
 
     state = rank0.state_dict()
-    expected = [rank0.get_batch()[0] for _ in range(3)]
+    expected = [rank0.next_windows() for _ in range(3)]
     fresh = BatchLoader(tiny, batch_size=4, block_size=16, seed=999, rank=0, world_size=2)
     fresh.load_state_dict(state)
-    assert all(torch.equal(fresh.get_batch()[0], x) for x in expected)
+    assert all(torch.equal(fresh.next_windows(), x) for x in expected)
 
 
-def test_eval_batches_are_fixed_and_do_not_move_the_training_stream(data_dir):
+def test_eval_windows_are_fixed_and_do_not_move_the_training_stream(data_dir):
     loader = BatchLoader(data_dir / "tiny", batch_size=4, block_size=16)
     before = loader.state_dict()["generator"].clone()
-    first = [x for x, _ in loader.eval_batches("val", 3)]
-    again = [x for x, _ in loader.eval_batches("val", 3)]
+    first = list(loader.eval_windows("val", 3))
+    again = list(loader.eval_windows("val", 3))
     assert all(torch.equal(a, b) for a, b in zip(first, again))
     assert torch.equal(loader.state_dict()["generator"], before)
 
@@ -771,11 +771,11 @@ def test_loader_memory_stays_flat_over_thousands_of_batches(tmp_path):
     directory = write_bin_dataset(tmp_path / "big", tokens, tokens[:1000])
     loader = BatchLoader(directory, batch_size=16, block_size=256)
     for _ in range(200):  # warm up allocator caches
-        loader.get_batch("train")
+        loader.next_windows()
     tracemalloc.start()
     rss_before = current_rss_bytes()
     for _ in range(2000):  # 8M tokens read at random: every page of the file, many times over
-        loader.get_batch("train")
+        loader.next_windows()
     rss_growth = current_rss_bytes() - rss_before
     python_growth = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()

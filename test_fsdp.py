@@ -22,6 +22,7 @@ import torch
 
 import checkpoint as ckpt_io
 import distributed
+import engine
 import train
 from common import ConfigError
 from test_train import REPO, free_port, one_thread, read_metrics, subprocess_env, tiny_args  # noqa: F401 (a fixture)
@@ -215,7 +216,7 @@ def test_sample_py_reads_an_fsdp_run_directly(runs):
     # The text is the greedy continuation of the model the shards hold.
     model, tokenizer, _ = ckpt_io.load_model("resume", str(runs["fsdp"]), "cpu")
     start = torch.tensor([tokenizer.encode("\n")])
-    assert result.stdout == tokenizer.decode(model.generate(start, 20, temperature=0)[0].tolist()) + "\n"
+    assert result.stdout == tokenizer.decode(engine.generate(model, start, 20, temperature=0)[0].tolist()) + "\n"
 
 
 SHARD_COUNT = r"""

@@ -78,8 +78,9 @@ def test_every_listing_is_the_current_source(built):
     _, build_dir, _, _ = built
     listings = json.loads((build_dir / "listings.json").read_text(encoding="utf-8"))
     for spec in ("model.py:CausalSelfAttention", "train.py:get_lr", "train.py:train_step",
-                 "model.py:sample_next_token", "model.py:KVCache", "model.py:Block",
-                 "model.py:GPT.init_weights", "model.py:GPT.generate_tokens", "eval.py:score_items"):
+                 "engine.py:sample_next_token", "engine.py:KVCache", "model.py:Block",
+                 "model.py:GPT.init_weights", "model.py:GPT.generate", "engine.py:generate_tokens",
+                 "eval.py:score_items"):
         assert spec in listings, f"the guide no longer lists {spec}"
     for spec, listing in listings.items():
         file_name, _, symbol = spec.partition(":")
@@ -153,7 +154,7 @@ def copy_sources(tmp_path):
 
 
 @pytest.mark.parametrize("file_name, old, new, spec", [
-    ("model.py", "def sample_next_token(", "def pick_next_token(", "model.py:sample_next_token"),
+    ("engine.py", "def sample_next_token(", "def pick_next_token(", "engine.py:sample_next_token"),
     ("model.py", "    def init_weights(self):", "    def initialise(self):", "model.py:GPT.init_weights"),
     ("train.py", "def get_lr(", "def learning_rate_at(", "train.py:get_lr"),
 ])

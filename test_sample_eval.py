@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import data
+import engine
 import eval as evaluation
 import sample
 from checkpoint import CheckpointError, load_model, save_checkpoint
@@ -71,8 +72,8 @@ def test_long_prompt_is_cropped_with_a_warning_that_says_what_generation_sees(ca
     assert "only its last 8 tokens are used" in capsys.readouterr().err
     # ...which is true: generating from the whole prompt gives what generating from those gives.
     model = char_model(block_size=16)
-    whole = model.generate(torch.tensor([tokenizer.encode(text)]), 10, temperature=0)[0, -10:]
-    cropped = model.generate(torch.tensor([ids]), 10, temperature=0)[0, -10:]
+    whole = engine.generate(model, torch.tensor([tokenizer.encode(text)]), 10, temperature=0)[0, -10:]
+    cropped = engine.generate(model, torch.tensor([ids]), 10, temperature=0)[0, -10:]
     assert torch.equal(whole, cropped)
     sample.prompt_ids(text[:15], tokenizer, 16)  # one token short of the window: kept whole, no warning
     assert capsys.readouterr().err == ""
@@ -92,7 +93,7 @@ def test_streamed_text_equals_the_generated_tokens(tmp_path):
     ids = tokenizer.encode("Once upon a time")
     out = io.StringIO()
     new_ids = sample.stream_sample(model, tokenizer, ids, cfg, "cpu", torch.no_grad(), None, out)
-    expected = model.generate(torch.tensor([ids]), 30, temperature=0)[0, len(ids):].tolist()
+    expected = engine.generate(model, torch.tensor([ids]), 30, temperature=0)[0, len(ids):].tolist()
     assert new_ids == expected
     assert out.getvalue() == tokenizer.decode(expected)
 
@@ -105,7 +106,7 @@ def test_sample_main_prints_prompt_and_greedy_continuation_of_each_sample(tmp_pa
     sample.main([f"--out_dir={tmp_path}", "--start=hello", "--num_samples=2", "--max_new_tokens=20",
                  "--temperature=0", "--device=cpu"])
     captured = capsys.readouterr()
-    expected = model.generate(torch.tensor([tokenizer.encode("hello")]), 20, temperature=0)
+    expected = engine.generate(model, torch.tensor([tokenizer.encode("hello")]), 20, temperature=0)
     text = tokenizer.decode(expected[0].tolist())  # the prompt and what the model adds to it
     # stdout is the text alone, so `python sample.py > out.txt` keeps just that; the statistics
     # lines go to stderr.
@@ -120,7 +121,7 @@ def test_empty_prompt_prints_only_the_generated_text(tmp_path, capsys):
     sample.main([f"--out_dir={tmp_path}", "--start=", "--num_samples=1", "--max_new_tokens=6",
                  "--temperature=0", "--device=cpu"])
     start = torch.tensor([tokenizer.encode("\n")])  # a character model's start token
-    new = model.generate(start, 6, temperature=0)[0, 1:].tolist()
+    new = engine.generate(model, start, 6, temperature=0)[0, 1:].tolist()
     assert capsys.readouterr().out == tokenizer.decode(new) + "\n"
 
 
@@ -130,17 +131,17 @@ def test_sample_refuses_nothing_to_generate_before_loading_a_model(tmp_path, opt
         sample.main([f"--out_dir={tmp_path / 'no-such-run'}", option])  # no checkpoint needed to say so
 
 
-def test_a_character_split_across_tokens_is_printed_once_whole():
+def test_a_character_split_across_tokens_is_printed_once_whole(monkeypatch):
     tokenizer = GPT2Tokenizer()
     ids = tokenizer.encode("a🙂b")
     assert len(ids) > 3  # the emoji takes more than one token
 
-    class Replay:  # a "model" that generates exactly these tokens
-        def generate_tokens(self, *args, **kwargs):
-            yield from (torch.tensor([[i]]) for i in ids)
+    def replay(*args, **kwargs):  # a "model" that generates exactly these tokens
+        yield from (torch.tensor([[i]]) for i in ids)
 
+    monkeypatch.setattr(sample, "generate_tokens", replay)
     out = io.StringIO()
-    sample.stream_sample(Replay(), tokenizer, [0], sample.SampleConfig(), "cpu", torch.no_grad(), None, out)
+    sample.stream_sample(None, tokenizer, [0], sample.SampleConfig(), "cpu", torch.no_grad(), None, out)
     assert out.getvalue() == "a🙂b"  # no replacement character, nothing twice
 
 

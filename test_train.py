@@ -7,8 +7,6 @@ processes vs one process. Runs go through train.main(argv) in-process; only what
 process to die (SIGKILL) or several processes (torchrun) uses subprocesses.
 """
 
-import ast
-import dataclasses
 import hashlib
 import json
 import math
@@ -33,7 +31,7 @@ import prepare
 import train
 from checkpoint import CheckpointError
 from common import ConfigError
-from configurator import options_table, parse_config
+from configurator import parse_config
 from data import BatchLoader, DataError
 from distributed import unwrap_model
 from model import GPT, GPTConfig
@@ -297,7 +295,7 @@ def test_bits_per_byte_of_a_bpe_dataset_is_its_token_losses_over_their_bytes(bpe
     losses = train.estimate_loss(model, loader, eval_iters=3)
     # Directly: the loss of every target but <|endoftext|>, over the bytes each target decodes to.
     nats, num_bytes, eot_targets = 0.0, 0, 0
-    for x, y in loader.eval_batches("val", 3):
+    for x, y in map(train.inputs_and_targets, loader.eval_windows("val", 3)):
         with torch.no_grad():
             logits, _ = model(x)
         token_losses = torch.nn.functional.cross_entropy(logits.reshape(-1, tok.vocab_size), y.reshape(-1),
@@ -365,9 +363,8 @@ def test_always_save_checkpoint_false_saves_only_improvements(tmp_path, data_dir
     val_losses = iter([3.0, 2.0, 2.5, 1.0])  # the evals at iterations 0, 4, 8 and 12
     monkeypatch.setattr(train, "estimate_loss", lambda *a, **k: {"train": 1.0, "val": next(val_losses),
                                                                 "train_bpb": 1.0, "val_bpb": 1.0})
-    saved, save = [], train.save_training_checkpoint
-    monkeypatch.setattr(train, "save_training_checkpoint",
-                        lambda out_dir, state, dist: saved.append(state["iter_num"]) or save(out_dir, state, dist))
+    saved, save = [], train.save
+    monkeypatch.setattr(train, "save", lambda run, iter_num: saved.append(iter_num) or save(run, iter_num))
     train.main(tiny_args(tmp_path, data_dir, always_save_checkpoint=always_save))
     assert saved == saved_at
 
@@ -600,17 +597,3 @@ def test_importing_train_has_no_side_effects(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout == "" and result.stderr == ""
     assert list(tmp_path.iterdir()) == []
-
-
-def test_readme_option_table_is_the_one_generated_from_train_config():
-    # The README's table of train.py options is what users read; it must not drift from the code.
-    readme = (Path(__file__).parent / "README.md").read_text(encoding="utf-8")
-    table = options_table(train.TrainConfig)
-    assert table in readme, ("the README's train.py option table differs from TrainConfig; regenerate it with "
-                             "python -c 'import train, configurator; print(configurator.options_table(train.TrainConfig))'")
-    # ...and that table really lists every option with its default, as a value Python reads back.
-    rows = {}
-    for line in table.splitlines()[2:]:
-        name, default, _meaning = [p.strip() for p in line.strip().strip("|").split("|", 2)]
-        rows[name.strip("`")] = ast.literal_eval(default.strip("`"))
-    assert rows == {f.name: f.default for f in dataclasses.fields(train.TrainConfig)}

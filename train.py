@@ -1,46 +1,33 @@
 """
 Train a GPT: one loop, from a laptop CPU to a node of GPUs.
 
-    python train.py                                    # CPU quick start: a small char-level Shakespeare model
-    python train.py config/train_shakespeare_char.py   # the GPU "baby GPT" (6 layers, ~10M parameters)
+    python train.py                                    # CPU quick start: a small char-level model
+    python train.py config/train_shakespeare_char.py   # the GPU "baby GPT" (6 layers, ~10M params)
     python train.py config/train_gpt2.py               # GPT-2 124M on FineWeb, one GPU
     torchrun --standalone --nproc_per_node=8 train.py config/train_gpt2.py   # ... on 8 GPUs
     python train.py config/finetune_shakespeare.py     # finetune OpenAI's GPT-2 on Shakespeare
     python train.py config/eval_gpt2.py                # evaluate OpenAI's GPT-2 on FineWeb and exit
-    python train.py --init_from=resume                 # continue the run in out_dir where it stopped
+    python train.py --init_from=resume                 # continue out_dir's run where it stopped
     python train.py --help                             # every option, its default and what it does
 
-Settings: the defaults are TrainConfig below; config files (plain Python assignments) and then
---key=value overrides change them, left to right. A misspelt key is an error naming the right one.
+Settings: TrainConfig below, changed by config files (plain Python assignments) and --key=value
+overrides, left to right. A misspelt key is an error naming the right one.
 
-What one run does, in order:
-  1. main() checks the config (parse_args), before any work is done;
-  2. train() picks device and dtype and joins the other processes under torchrun;
-  3. setup() opens the dataset (data/<dataset>/, made by prepare.py; the default one is made if
-     missing) and builds the model: from scratch, from out_dir's checkpoint (resume) or from
-     OpenAI's GPT-2 weights;
-  4. training_loop(): evaluate every eval_interval steps (and checkpoint), take one optimizer
-     step, log.
+What one run does, in order: main() checks the config (parse_args) before any work; train()
+picks the device and dtype and joins the other processes under torchrun; setup() opens the
+dataset (data/<dataset>/, made by prepare.py) and builds the model (from scratch, from out_dir's
+checkpoint, or from OpenAI's GPT-2 weights) and the optimizer; training_loop() evaluates every
+eval_interval steps (and checkpoints), takes optimizer steps (train_step, which bench.py times
+too) and logs.
 
-Design choices:
-  - One function, train_step(), is the whole optimizer step (gradient accumulation, mixed
-    precision loss scaling, clipping, the update). bench.py imports and times this same function.
-  - The data come from data.BatchLoader, which draws random windows from a generator whose state
-    goes into the checkpoint: a resumed run sees exactly the batches the uninterrupted run would
-    have seen. Every rank draws from the same stream and keeps its own slice, so the data a step
-    uses does not depend on how many GPUs share it.
-  - Evaluation uses fixed batches (a generator with a fixed seed each time): evaluations differ
-    only because the model changed, and evaluating never disturbs the training stream.
-  - A checkpoint is only ever written right after an evaluation, atomically, and never after a
-    NaN. Resuming therefore restarts exactly at an evaluated, saved iteration.
-  - Everything a resumed run needs is in its checkpoint (checkpoint.training_state() lists it):
-    out_dir/ckpt.pt, or for a sharded FSDP run the ckpt-<iter>/ folder that out_dir/ckpt.json
-    names. It loads with weights_only=True. Dropout's random masks need no saved state: each
-    step's follow from (seed, step, rank).
+A resumed run continues exactly as the uninterrupted one would have: the checkpoint holds the
+position of the data stream (data.BatchLoader), and is written only right after an evaluation,
+never after a NaN. Evaluation uses fixed batches, so evaluations differ only as the model does.
 
-The machinery lives in modules of its own: configurator.py (options), data.py (token files and
-the reader), optim.py (AdamW, Muon), checkpoint.py (atomic save, safe load, shards),
-distributed.py (torchrun, DDP, FSDP), metrics.py (the log), common.py (device, dtype, user errors).
+The machinery is in modules of its own, trusted by their names and docstrings: configurator.py,
+checkpoint.py, distributed.py (torchrun, DDP, FSDP), metrics.py (the log), common.py (device,
+dtype, user errors), prepare.py and hf.py (datasets, GPT-2's weights). data.py (the windows) and
+optim.py (AdamW, Muon) are worth reading beside this file.
 """
 
 import contextlib
@@ -55,27 +42,23 @@ from typing import Literal, Optional
 
 import torch
 
+import checkpoint
 import common
+import distributed
+import hf
 import prepare
-from checkpoint import (delete_checkpoints, find_checkpoint, load_training_checkpoint, refuse_to_overwrite,
-                        restore_training_state, save_training_checkpoint, training_state)
 from common import ConfigError, UserError
 from configurator import config_to_dict, parse_config, print_config
 from data import BatchLoader, DataError, LossSums, dataset_path
-from distributed import (Distributed, check_parallel, gradient_sync, is_sharded, setup_distributed,
-                         teardown_distributed, unwrap_model, wrap_model)
-from metrics import METRICS_NAME, RunLog, format_duration
-import hf
+from metrics import METRICS_NAME, RunLog
 from model import GPT, GPTConfig
-from optim import configure_optimizer, set_lr
+from optim import Optimizers, configure_optimizer, set_lr
 
 
 @dataclass
 class TrainConfig:
-    # Defaults: the CPU quick start, about a minute on two laptop cores, reaching a val loss of about
-    # 1.64 on character-level Shakespeare (README, "Quick start"). On a CPU the budget is arithmetic:
-    # a small, narrow model sees more text in that time than a big one. Muon beats AdamW in the same
-    # time (README, "Optimizers"; the AdamW recipe: config/quickstart_adamw.py).
+    # Defaults: the CPU quick start (README): a minute on two laptop cores, where a small, narrow
+    # model sees more text than a big one. The AdamW recipe: config/quickstart_adamw.py.
     # --- output, evaluation, checkpoints ---
     out_dir: str = "out"  # ckpt.pt and metrics.jsonl go here
     eval_interval: int = 500  # evaluate (and checkpoint) every this many iterations, and at the end
@@ -83,8 +66,8 @@ class TrainConfig:
     log_interval: int = 10  # print and log the training loss every this many iterations
     eval_only: bool = False  # evaluate once (the resumed checkpoint or GPT-2) and exit
     always_save_checkpoint: bool = True  # False: write ckpt.pt only when val loss improves
-    # where the weights start: 'scratch', 'resume' (out_dir/ckpt.pt), or OpenAI's 'gpt2' ... 'gpt2-xl'
-    init_from: Literal["scratch", "resume", "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"] = "scratch"
+    # where the weights start: 'scratch', 'resume' (out_dir's checkpoint), or OpenAI's 'gpt2' ...
+    init_from: Literal[("scratch", "resume", *hf.GPT2_MODELS)] = "scratch"
     overwrite: bool = False  # let a new run replace the checkpoint already in out_dir
     # --- Weights & Biases (optional, `pip install wandb`) ---
     wandb_log: bool = False  # log metrics to Weights & Biases
@@ -94,10 +77,11 @@ class TrainConfig:
     dataset: str = "shakespeare_char"  # the folder data/<dataset>/ that prepare.py writes
     data_dir: Optional[str] = None  # folder holding the datasets; None = data/ next to prepare.py
     gradient_accumulation_steps: int = 1  # micro-steps per optimizer step, counted over all GPUs
-    batch_size: int = 48  # sequences per micro-step, per GPU (Muon's fixed cost per step favours large batches)
+    # sequences per micro-step, per GPU (Muon's fixed cost per step favours large batches)
+    batch_size: int = 48
     block_size: int = 64  # context length: tokens per sequence
     # --- model (scratch only: resume and gpt2* bring their own shape; dropout always applies) ---
-    n_layer: int = 2  # the CPU quick start; config/train_shakespeare_char.py has the 6-layer GPU model
+    n_layer: int = 2  # the CPU quick start; config/train_shakespeare_char.py is the GPU model
     n_head: int = 4  # 4 heads of 24 dimensions
     n_embd: int = 96  # width of the residual stream
     dropout: float = 0.0  # no regularisation needed: a minute of training cannot overfit
@@ -109,7 +93,8 @@ class TrainConfig:
     max_iters: int = 840  # optimizer steps in total
     weight_decay: float = 0.1  # decay, on matrices only
     beta1: float = 0.9  # AdamW momentum
-    beta2: float = 0.99  # AdamW second-moment decay: GPT-2 used 0.95; small-batch recipes often use 0.99
+    # AdamW second-moment decay: GPT-2 used 0.95; small-batch recipes often use 0.99
+    beta2: float = 0.99
     muon_lr_ratio: float = 1.0  # Muon's learning rate = learning_rate x this
     # Muon's per-matrix scaling: AdamW-sized updates (Moonshot), or 'original' (Keller Jordan's)
     muon_lr_scaling: Literal["match_rms_adamw", "original"] = "match_rms_adamw"
@@ -122,27 +107,28 @@ class TrainConfig:
     device: str = "auto"  # 'auto' = cuda, then mps, then cpu; or e.g. 'cpu', 'cuda:1'
     # 'auto' = bfloat16 on recent GPUs, float16 on older ones, float32 on CPU
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    compile: bool = False  # torch.compile the model: faster steps on GPU after a minute of compiling
-    # under torchrun, 'ddp': every process holds the whole model; 'fsdp': weights, gradients, optimizer state split 1/N
+    compile: bool = False  # torch.compile the model: faster GPU steps after a minute of compiling
+    # under torchrun, 'ddp': every process holds the whole model; 'fsdp': weights, gradients and
+    # optimizer state split 1/N (distributed.py)
     parallel: Literal["ddp", "fsdp"] = "ddp"
-    activation_checkpointing: bool = False  # recompute each block in backward: far less memory, ~1.25-1.6x the time
+    # recompute each block in backward: far less memory, ~1.25-1.6x the time
+    activation_checkpointing: bool = False
     seed: int = 1337  # model init, dropout and the data order all follow from it
 
 
 class TrainingError(UserError):
-    """A run that must stop: diverged (NaN), would overwrite a checkpoint, or a bad DDP setup."""
+    """A run that must stop: diverged (NaN), or a bad setup found only once it started."""
 
 
 def validate_config(cfg, world_size=None):
     """Check values the type annotations cannot express, before any work is done. world_size: how
     many processes torchrun starts (None: a plain `python train.py`, one process, no torchrun)."""
-    for name in ("eval_interval", "eval_iters", "log_interval", "gradient_accumulation_steps",
-                 "batch_size", "block_size"):
-        if getattr(cfg, name) < 1:
-            raise ConfigError(f"{name} must be at least 1, got {getattr(cfg, name)}")
-    for name in ("max_iters", "warmup_iters", "weight_decay", "grad_clip"):
-        if getattr(cfg, name) < 0:
-            raise ConfigError(f"{name} must be >= 0, got {getattr(cfg, name)}")
+    at_least_1 = ("eval_interval", "eval_iters", "log_interval", "gradient_accumulation_steps",
+                  "batch_size", "block_size")
+    for name in at_least_1 + ("max_iters", "warmup_iters", "weight_decay", "grad_clip"):
+        least = 1 if name in at_least_1 else 0
+        if getattr(cfg, name) < least:
+            raise ConfigError(f"{name} must be at least {least}, got {getattr(cfg, name)}")
     if cfg.learning_rate <= 0:
         raise ConfigError(f"learning_rate must be > 0, got {cfg.learning_rate}")
     if cfg.init_from == "scratch":
@@ -153,13 +139,14 @@ def validate_config(cfg, world_size=None):
             raise ConfigError(str(e)) from None
     elif not 0.0 <= cfg.dropout < 1.0:
         raise ConfigError(f"dropout must be in [0, 1), got {cfg.dropout}")
-    check_parallel(cfg.parallel, cfg.dtype, world_size)  # e.g. fsdp needs torchrun
+    distributed.check_parallel(cfg.parallel, cfg.dtype, world_size)  # e.g. fsdp needs torchrun
     # The micro-steps are shared out between the processes: they must divide evenly.
-    Distributed(world_size=world_size or 1).share("gradient_accumulation_steps", cfg.gradient_accumulation_steps)
+    distributed.Distributed(world_size=world_size or 1).share("gradient_accumulation_steps",
+                                                              cfg.gradient_accumulation_steps)
 
 
 def resolve_config(cfg, device, dtype):
-    """Fill in every 'auto'/None with the value actually used, so what is printed and saved is exact."""
+    """Fill in every 'auto'/None with the value used: what is printed and saved is exact."""
     return dataclasses.replace(
         cfg, device=device, dtype=dtype,
         lr_decay_iters=cfg.max_iters if cfg.lr_decay_iters is None else cfg.lr_decay_iters,
@@ -167,8 +154,17 @@ def resolve_config(cfg, device, dtype):
 
 
 # --------------------------------------------------------------------------------------------
-# Optimization: learning rate, optimizer, the training step, evaluation
+# Optimization: the data, the learning rate, the training step, evaluation
 # --------------------------------------------------------------------------------------------
+
+def inputs_and_targets(windows):
+    """
+    (B, T + 1) windows of the text -> (inputs, targets), each (B, T). Every position of every
+    window is a training example: position t of the input is trained to predict the token at
+    t + 1, so the targets are the same tokens shifted left by one.
+    """
+    return windows[:, :-1], windows[:, 1:]
+
 
 def get_lr(it, learning_rate, min_lr, warmup_iters, lr_decay_iters):
     """Linear warmup to learning_rate, then a cosine down to min_lr at lr_decay_iters, then flat."""
@@ -188,10 +184,8 @@ def train_step(model, optimizer, get_batch, grad_accum_steps, scaler=None, grad_
     """
     One optimizer step: grad_accum_steps forward/backward micro-steps, then clip and update.
     Returns the mean loss over the micro-steps as a detached tensor (.item() waits for the GPU).
-
-    model: a GPT, possibly compiled and/or wrapped in DDP. get_batch: a function returning
-    (x, y). scaler: a torch.amp.GradScaler (needed for float16) or None. ctx: the autocast
-    context (common.autocast), None for plain float32.
+    model: a GPT, maybe wrapped (DDP, FSDP, torch.compile). get_batch() returns (x, y). scaler:
+    a torch.amp.GradScaler (float16) or None. ctx: the autocast context; None for float32.
     """
     ctx = contextlib.nullcontext() if ctx is None else ctx
     total_loss = None
@@ -199,7 +193,7 @@ def train_step(model, optimizer, get_batch, grad_accum_steps, scaler=None, grad_
         x, y = get_batch()
         # Under DDP, gradients are averaged across processes only on the last micro-step: the
         # earlier ones would be wasted communication, since only the final sum is used.
-        with gradient_sync(model, sync=micro_step == grad_accum_steps - 1):
+        with distributed.gradient_sync(model, sync=micro_step == grad_accum_steps - 1):
             with ctx:
                 _, loss = model(x, y)
             # Gradients add up over backward() calls. The loss is a mean over its micro-batch, so
@@ -234,7 +228,8 @@ def estimate_loss(model, loader, eval_iters, ctx=None):
     losses = {}
     for split in ("train", "val"):
         sums = LossSums(loader.token_bytes)
-        for x, y in loader.eval_batches(split, eval_iters):
+        for windows in loader.eval_windows(split, eval_iters):
+            x, y = inputs_and_targets(windows)
             with ctx:
                 logits, _ = model(x)
             sums.add(logits, y)
@@ -244,40 +239,11 @@ def estimate_loss(model, loader, eval_iters, ctx=None):
 
 
 # --------------------------------------------------------------------------------------------
-# Setup: the model, and what a checkpoint holds
-# --------------------------------------------------------------------------------------------
-
-def build_model(cfg, meta, checkpoint=None):
-    """The GPT to train: from scratch, from a checkpoint (resume), or OpenAI's GPT-2 weights."""
-    if cfg.init_from == "resume":
-        # The shape comes from the checkpoint; the weights go in once the model is wrapped
-        # (restore_training_state), as FSDP shards them. Dropout is this run's.
-        model = GPT(GPTConfig(**dict(checkpoint["model_args"], dropout=cfg.dropout)))
-    elif cfg.init_from in hf.GPT2_MODELS:
-        if meta.get("tokenizer") != "gpt2":
-            raise DataError(f"init_from={cfg.init_from} needs a dataset tokenized with GPT-2's tokenizer "
-                            f"(e.g. shakespeare, fineweb10B); {cfg.dataset} uses {meta.get('tokenizer')!r}")
-        model = hf.from_pretrained(cfg.init_from, dropout=cfg.dropout)
-    else:
-        model = GPT(GPTConfig(block_size=cfg.block_size, vocab_size=meta["vocab_size"],
-                              n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
-                              dropout=cfg.dropout, bias=cfg.bias))
-    if cfg.block_size > model.config.block_size:
-        raise ConfigError(f"block_size={cfg.block_size} is longer than the model's context of "
-                          f"{model.config.block_size} tokens; use --block_size={model.config.block_size} or less")
-    if meta["vocab_size"] > model.config.vocab_size:
-        raise DataError(f"dataset {cfg.dataset} has {meta['vocab_size']} token ids but the model only "
-                        f"{model.config.vocab_size}: it was trained on a different tokenizer")
-    return model
-
-
-# --------------------------------------------------------------------------------------------
-# The run
+# The run: setup, the checkpoint, the loop
 # --------------------------------------------------------------------------------------------
 
 def parse_args(argv, world_size=None):
-    """The checked TrainConfig of a command line (config files and --key=value), without doing any
-    work: what main() runs, and what the tests check every documented command with."""
+    """The checked TrainConfig of a command line (config files, --key=value), before any work."""
     usage = __doc__[:__doc__.index("What one run does")]  # --help: the commands, then every option
     cfg = parse_config(TrainConfig(), argv, usage=usage)
     validate_config(cfg, world_size)
@@ -291,106 +257,148 @@ def main(argv=None):
 
 
 def train(cfg):
-    """Steps 1-3 (setup), then step 4 (the loop). Returns a summary dict."""
-    dist, device = setup_distributed(common.pick_device(cfg.device), cfg.parallel)
+    """Steps 2-3 (setup), then step 4 (the loop). Returns a summary dict."""
+    dist, device = distributed.setup_distributed(common.pick_device(cfg.device), cfg.parallel)
     try:
         cfg = resolve_config(cfg, device, common.pick_dtype(device, cfg.dtype))
         run = setup(cfg, dist)
-        return evaluate_once(run) if cfg.eval_only else training_loop(run)
+        if cfg.eval_only:  # the loss of the resumed checkpoint or of GPT-2's weights, then exit
+            losses = estimate_loss(run.gpt, run.loader, cfg.eval_iters, run.ctx)
+            return run.log.evaluation(run.iter_num, losses, losses["val"], cfg.learning_rate, False)
+        return training_loop(run)
     finally:
-        teardown_distributed(dist)
+        distributed.teardown_distributed(dist)
 
 
 @dataclass
-class Run:
-    """What the loop works on: made by setup(), or restored from a checkpoint by it."""
+class Run:  # what the loop works on: made by setup(), or restored from a checkpoint by it
     cfg: TrainConfig
-    dist: Distributed
+    dist: distributed.Distributed
     loader: BatchLoader
-    model: torch.nn.Module  # what train_step runs: the GPT, maybe compiled, maybe inside DDP
-    optimizer: torch.optim.Optimizer
+    gpt: GPT  # the model itself, for its config and evaluation
+    model: torch.nn.Module  # what train_step runs: the GPT, maybe inside DDP, maybe compiled
+    optimizer: Optimizers
     scaler: torch.amp.GradScaler
     ctx: object  # the autocast context (common.autocast)
     log: RunLog
+    grad_accum_steps: int  # this process's share of the micro-steps per optimizer step
     iter_num: int = 0  # optimizer steps done
     best_val_loss: float = float("inf")
 
 
+def build_model(cfg, meta, model_args=None):
+    """The GPT to train: from scratch, in a resumed checkpoint's shape (model_args; its weights
+    go in once it is wrapped, as FSDP shards them), or with OpenAI's GPT-2 weights."""
+    if model_args is not None:
+        config = GPTConfig(**dict(model_args, dropout=cfg.dropout))  # dropout is this run's
+        model = GPT(config, cfg.activation_checkpointing)
+    elif cfg.init_from in hf.GPT2_MODELS:
+        if meta.get("tokenizer") != "gpt2":
+            raise DataError(f"init_from={cfg.init_from} needs a dataset tokenized with GPT-2's "
+                            f"tokenizer (e.g. shakespeare, fineweb10B); {cfg.dataset} uses "
+                            f"{meta.get('tokenizer')!r}")
+        model = hf.from_pretrained(cfg.init_from, cfg.activation_checkpointing, dropout=cfg.dropout)
+    else:
+        config = GPTConfig(block_size=cfg.block_size, vocab_size=meta["vocab_size"],
+                           n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
+                           dropout=cfg.dropout, bias=cfg.bias)
+        model = GPT(config, cfg.activation_checkpointing)
+    context, vocab = model.config.block_size, model.config.vocab_size
+    if cfg.block_size > context:
+        raise ConfigError(f"block_size={cfg.block_size} is longer than the model's context of "
+                          f"{context}; use --block_size={context} or less")
+    if meta["vocab_size"] > vocab:
+        raise DataError(f"dataset {cfg.dataset} has {meta['vocab_size']} token ids but the model "
+                        f"only {vocab}: it was trained on another tokenizer")
+    return model
+
+
 def setup(cfg, dist):
     """Check the output folder, open the dataset, build (or restore) model and optimizer."""
-    device, out_dir = cfg.device, Path(cfg.out_dir)
+    out_dir = Path(cfg.out_dir)
     if cfg.init_from != "resume" and not cfg.eval_only and not cfg.overwrite:
-        refuse_to_overwrite(out_dir, f"init_from={cfg.init_from}")  # a new run would replace it
-    log = RunLog(enabled=dist.is_master)  # only rank 0 prints and writes
+        checkpoint.refuse_to_overwrite(out_dir, f"init_from={cfg.init_from}")
+    resumed = checkpoint.load_training_checkpoint(out_dir) if cfg.init_from == "resume" else None
+    if resumed is not None:  # its optimizer state fits only its own optimizer
+        checkpoint.check_optimizer(resumed, cfg.optimizer)
+    wandb = dict(project=cfg.wandb_project, name=cfg.wandb_run_name, config=config_to_dict(cfg))
+    log = RunLog(None if cfg.eval_only else out_dir / METRICS_NAME, enabled=dist.is_master,
+                 resume_iter=resumed["iter_num"] if resumed else None,
+                 wandb=wandb if cfg.wandb_log and not cfg.eval_only else None)
     log.say("config:")
-    if dist.is_master:
+    if dist.is_master:  # only rank 0 prints and writes files
         print_config(cfg)
-    torch.manual_seed(cfg.seed)  # the model init: the same on every rank (FSDP keeps each rank's shard of it)
-    common.allow_tf32(device)
+    common.allow_tf32(cfg.device)
 
-    # --- data ---
+    # --- data: prepared by rank 0 if missing, while the others wait ---
     if dist.is_master:
         prepare.ensure_dataset(cfg.dataset, cfg.data_dir)  # makes shakespeare(_char) if missing
-    dist.barrier()  # the others wait until rank 0 has prepared it
+    dist.barrier()
     loader = BatchLoader(dataset_path(cfg.dataset, cfg.data_dir), cfg.batch_size, cfg.block_size,
-                         device, cfg.seed, dist.rank, dist.world_size)
+                         cfg.device, cfg.seed, dist.rank, dist.world_size)
 
     # --- model (wrapped for DDP or FSDP under torchrun), optimizer, loss scaler ---
-    checkpoint = load_training_checkpoint(out_dir) if cfg.init_from == "resume" else None
-    model = build_model(cfg, loader.meta, checkpoint).to(device)
-    model.activation_checkpointing = cfg.activation_checkpointing
-    log.say(f"model: {model.get_num_params() / 1e6:.2f}M parameters ({cfg.init_from})")
-    model = wrap_model(model, dist, device, cfg.parallel, cfg.dtype)
+    torch.manual_seed(cfg.seed)  # the init: the same on every rank (FSDP keeps each its shard)
+    gpt = build_model(cfg, loader.meta, resumed and resumed["model_args"]).to(cfg.device)
+    log.say(f"model: {gpt.get_num_params() / 1e6:.2f}M parameters ({cfg.init_from})")
+    model = distributed.wrap_model(gpt, dist, cfg.device, cfg.parallel, cfg.dtype)
     if cfg.compile and not cfg.eval_only:
         log.say("compiling the model (takes a minute)...")
         model = torch.compile(model)
-    optimizer = configure_optimizer(model, cfg.optimizer, cfg.learning_rate, cfg.weight_decay, (cfg.beta1, cfg.beta2),
-                                    device, cfg.muon_lr_ratio, cfg.muon_lr_scaling)
+    optimizer = configure_optimizer(model, cfg.optimizer, cfg.learning_rate, cfg.weight_decay,
+                                    (cfg.beta1, cfg.beta2), cfg.device, cfg.muon_lr_ratio,
+                                    cfg.muon_lr_scaling)
     # float16 has a narrow range: small gradients underflow to 0. The scaler multiplies the loss
     # (and so every gradient) by a large factor, and divides it out before the update.
-    scaler = torch.amp.GradScaler(device.split(":")[0], enabled=cfg.dtype == "float16")
-    run = Run(cfg, dist, loader, model, optimizer, scaler, common.autocast(device, cfg.dtype), log)
-    if checkpoint is not None:
-        run.iter_num, run.best_val_loss = restore_training_state(checkpoint, model, optimizer, scaler, loader)
-        log.say(f"resuming from {checkpoint['path']} at iteration {run.iter_num} "
+    scaler = torch.amp.GradScaler(cfg.device.split(":")[0], enabled=cfg.dtype == "float16")
+    ctx = common.autocast(cfg.device, cfg.dtype)
+    grad_accum_steps = dist.share("gradient_accumulation_steps", cfg.gradient_accumulation_steps)
+    run = Run(cfg, dist, loader, gpt, model, optimizer, scaler, ctx, log, grad_accum_steps)
+    if resumed is not None:  # each entry back where save() took it from
+        checkpoint.load_weights(resumed, model, optimizer)  # "model" and "optimizer"
+        if resumed["scaler"]:
+            scaler.load_state_dict(resumed["scaler"])
+        loader.load_state_dict(resumed["data"])
+        run.iter_num, run.best_val_loss = resumed["iter_num"], resumed["best_val_loss"]
+        log.say(f"resuming from {resumed['path']} at iteration {run.iter_num} "
                 f"(best val loss {run.best_val_loss:.4f})")
-    if cfg.eval_only:
-        return run
-
-    # A new run starts a new log; a resumed one keeps what came before its checkpoint.
-    if dist.is_master and cfg.overwrite and cfg.init_from != "resume":
-        delete_checkpoints(out_dir)
-    run.log = RunLog.start(out_dir / METRICS_NAME, run.iter_num if cfg.init_from == "resume" else None,
-                           dist.is_master, wandb=dict(project=cfg.wandb_project, name=cfg.wandb_run_name,
-                                                      config=config_to_dict(cfg)) if cfg.wandb_log else None)
+    if dist.is_master and cfg.overwrite and cfg.init_from != "resume" and not cfg.eval_only:
+        checkpoint.delete_checkpoints(out_dir)  # only now that the new run is ready to start
     return run
 
 
-def evaluate_once(run):
-    """eval_only: the loss of the resumed checkpoint or of GPT-2's weights, then exit."""
-    cfg = run.cfg
-    losses = estimate_loss(unwrap_model(run.model), run.loader, cfg.eval_iters, run.ctx)
-    result = {"train_loss": losses["train"], "val_loss": losses["val"], "val_bpb": losses["val_bpb"],
-              "val_ppl": math.exp(losses["val"])}
-    run.log.say(f"eval ({cfg.init_from} on {cfg.dataset}, {cfg.eval_iters} batches of {cfg.batch_size}x"
-                f"{cfg.block_size}): train loss {losses['train']:.4f}, val loss {losses['val']:.4f} "
-                f"({result['val_bpb']:.4f} bits/byte), val perplexity {result['val_ppl']:.2f}")
-    return result
+def save(run, iter_num):
+    """Write the checkpoint: a plain dict of everything a resumed run needs (checkpoint.py writes
+    it atomically, as one file, or for FSDP as every process's shards)."""
+    model_state, optimizer_state = checkpoint.state_dicts(run.model, run.optimizer)  # by name
+    state = {
+        "model": model_state,  # the weights
+        "optimizer": optimizer_state,  # AdamW's moments, Muon's momentum
+        "model_args": dataclasses.asdict(run.gpt.config),  # the shape, to build the model again
+        "config": config_to_dict(run.cfg),  # the settings of this run
+        "iter_num": iter_num,  # optimizer steps done; a resumed run takes step iter_num next
+        "best_val_loss": run.best_val_loss,
+        "scaler": run.scaler.state_dict(),  # float16's loss scale ({} when off)
+        "data": run.loader.state_dict(),  # the position in the training stream
+        # The dataset's meta.json (the tokenizer): sample.py and eval.py decode with it, so a
+        # checkpoint is usable without its dataset folder.
+        "meta": {**run.loader.meta, "name": run.cfg.dataset},
+    }
+    checkpoint.save_training_checkpoint(run.cfg.out_dir, state, run.dist)
 
 
 def training_loop(run):
     cfg, dist, model, log = run.cfg, run.dist, run.model, run.log
-    raw_model = unwrap_model(model)
     # Every process evaluates the same fixed batches: an FSDP model needs them all (each holds a
     # shard), and all then agree on the loss and on whether to save. DDP's copies skip its hooks.
-    eval_model = model if is_sharded(model) else raw_model
-    grad_accum_steps = dist.share("gradient_accumulation_steps", cfg.gradient_accumulation_steps)  # this process's
+    eval_model = model if distributed.is_sharded(model) else run.gpt
     tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * cfg.block_size
-    log.say(f"{dist.world_size} process(es), {grad_accum_steps} micro-step(s) each: "
+    log.say(f"{dist.world_size} process(es), {run.grad_accum_steps} micro-step(s) each: "
             f"{tokens_per_iter:,} tokens per iteration")
-    flops_per_token, peak = raw_model.flops_per_token(), common.peak_flops(cfg.device)
-    # step_seconds: a moving average; started: every record carries the seconds since (loss vs time)
-    start_iter, last_eval, step_seconds, started = run.iter_num, {}, None, time.perf_counter()
+    peak = common.peak_flops(cfg.device)  # None on a CPU: no MFU
+    start_iter, last_eval = run.iter_num, {}
+    log.start_loop(start_iter, cfg.max_iters, cfg.log_interval, tokens_per_iter,
+                   run.gpt.flops_per_token(), peak and peak * dist.world_size)
     while True:
         iter_num = run.iter_num
         lr = get_lr(iter_num, cfg.learning_rate, cfg.min_lr, cfg.warmup_iters, cfg.lr_decay_iters) \
@@ -404,61 +412,38 @@ def training_loop(run):
         if due and not (cfg.init_from == "resume" and iter_num == start_iter):
             losses = estimate_loss(eval_model, run.loader, cfg.eval_iters, run.ctx)
             if not all(math.isfinite(v) for v in losses.values()):
-                raise TrainingError(f"evaluation at iteration {iter_num} gave {losses}: the model has "
-                                    f"diverged; the checkpoints in {cfg.out_dir} were left as they were")
+                raise TrainingError(f"evaluation at iteration {iter_num} gave {losses}: the model "
+                                    f"has diverged; the checkpoints in {cfg.out_dir} were kept")
             improved = losses["val"] < run.best_val_loss
             run.best_val_loss = min(run.best_val_loss, losses["val"])
-            last_eval = {"event": "eval", "iter": iter_num, "train_loss": losses["train"], "val_loss": losses["val"],
-                         "train_bpb": losses["train_bpb"], "val_bpb": losses["val_bpb"],
-                         "val_ppl": math.exp(losses["val"]), "best_val_loss": run.best_val_loss, "lr": lr,
-                         "seconds": time.perf_counter() - started}
-            log.log(last_eval, f"eval iter {iter_num}: train loss {losses['train']:.4f}, val loss "
-                               f"{losses['val']:.4f} ({losses['val_bpb']:.4f} bits/byte), val perplexity "
-                               f"{last_eval['val_ppl']:.2f}" + (" (best so far)" if improved else ""))
+            last_eval = log.evaluation(iter_num, losses, run.best_val_loss, lr, improved)
             if iter_num > start_iter and (improved or cfg.always_save_checkpoint):
-                save_training_checkpoint(cfg.out_dir, training_state(
-                    model, run.optimizer, run.scaler, run.loader, cfg, iter_num, run.best_val_loss), dist)
-                log.say(f"saved {find_checkpoint(cfg.out_dir)}")
+                save(run, iter_num)
+                log.say(f"saved {checkpoint.find_checkpoint(cfg.out_dir)}")
         if finished:
             break
 
-        # Dropout's random masks: this step's, on this process, follow from (seed, step, rank) alone
-        # (Python's hash of a tuple of ints is the same in every run). A resumed run, on every
-        # rank, draws exactly the masks the uninterrupted run drew, and no generator state needs
-        # saving. Each rank gets its own masks, as its micro-batches are its own.
+        # Dropout's masks for this step on this rank follow from (seed, step, rank) alone (the
+        # hash of a tuple of ints is the same in every run): a resumed run draws exactly the masks
+        # the uninterrupted one did, on every rank, and no generator state needs saving.
         torch.manual_seed(hash((cfg.seed, iter_num, dist.rank)) % 2**63)
         t0 = time.perf_counter()
-        loss = train_step(model, run.optimizer, lambda: run.loader.get_batch("train"), grad_accum_steps,
-                          run.scaler, cfg.grad_clip, run.ctx)
-        loss_value = dist.mean(loss).item()  # the whole batch's, the same on every rank; waits for the GPU
-        dt = time.perf_counter() - t0
+        next_batch = lambda: inputs_and_targets(run.loader.next_windows())  # noqa: E731
+        loss = train_step(model, run.optimizer, next_batch, run.grad_accum_steps, run.scaler,
+                          cfg.grad_clip, run.ctx)
+        loss_value = dist.mean(loss).item()  # the whole batch's, on every rank; waits for the GPU
         if not math.isfinite(loss_value):
-            last = find_checkpoint(cfg.out_dir)
+            last = checkpoint.find_checkpoint(cfg.out_dir)
             kept = (f"the last good checkpoint, {last}, was kept: resume from it with "
                     f"--init_from=resume" if last else "no checkpoint had been written yet")
             raise TrainingError(f"loss is {loss_value} at iteration {iter_num}: training diverged. "
                                 f"Try a lower --learning_rate or a longer --warmup_iters; {kept}")
-        # Skip the first steps in the average: they include compiling and memory allocation.
-        # (The ETA counts training steps only, not the evaluations still to come.)
-        if iter_num - start_iter >= 2:
-            step_seconds = dt if step_seconds is None else 0.9 * step_seconds + 0.1 * dt
-        if iter_num % cfg.log_interval == 0:
-            tokens_per_sec = tokens_per_iter / dt
-            record = {"event": "train", "iter": iter_num, "loss": loss_value, "lr": lr,
-                      "ms_per_iter": dt * 1000, "tokens_per_sec": tokens_per_sec, "seconds": time.perf_counter() - started}
-            line = (f"iter {iter_num}/{cfg.max_iters}: loss {loss_value:.4f}, lr {lr:.2e}, "
-                    f"{dt * 1000:.1f} ms/iter, {tokens_per_sec:,.0f} tokens/s")
-            if peak:  # model FLOPs utilisation: the share of the GPUs' peak doing useful maths
-                record["mfu"] = flops_per_token * tokens_per_sec / (peak * dist.world_size)
-                line += f", mfu {record['mfu']:.1%}"
-            if step_seconds is not None:
-                line += f", eta {format_duration((cfg.max_iters - iter_num - 1) * step_seconds)}"
-            log.log(record, line)
+        log.train_step(iter_num, loss_value, lr, time.perf_counter() - t0)
         run.iter_num += 1
 
     log.close()
-    return {"iter_num": run.iter_num, "best_val_loss": run.best_val_loss,
-            **{k: last_eval[k] for k in ("train_loss", "val_loss", "val_bpb", "val_ppl") if k in last_eval}}
+    last = {k: last_eval[k] for k in ("train_loss", "val_loss", "val_bpb", "val_ppl") if last_eval}
+    return {"iter_num": run.iter_num, "best_val_loss": run.best_val_loss, **last}
 
 
 if __name__ == "__main__":
