@@ -96,7 +96,7 @@ class BenchConfig:
     mode: Literal["train", "generate", "memory", "recipes"] = "train"
     # a model shape from PRESETS; n_layer etc. below override it (memory mode: the shape whose
     # activations are also measured whole, as a check of the per-layer figures)
-    preset: Literal["gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "quickstart", "baby"] = "gpt2"
+    preset: Literal[(*hf.GPT2_MODELS, "quickstart", "baby")] = "gpt2"
     n_layer: Optional[int] = None  # transformer blocks; None = the preset's
     n_head: Optional[int] = None  # attention heads; None = the preset's
     n_embd: Optional[int] = None  # width of the residual stream; None = the preset's

@@ -108,13 +108,28 @@ def logical_lines(lines):
         joined = ""
 
 
+def shell_blocks(markdown):
+    """The lines of each shell code block (```bash, ```sh or unlabelled; a ```text block holds
+    another project's command or output)."""
+    block, language = None, None
+    for line in markdown.splitlines():
+        if line.startswith("```"):
+            if block is None:
+                block, language = [], line[3:].strip()
+            else:
+                if language in ("bash", "sh", ""):
+                    yield block
+                block = None
+        elif block is not None:
+            block.append(line)
+
+
 def documented_command_lines():
     """(where, text) of every line in a code block of README.md and results/*/README.md, and of
     every comment line of config/*.py, that runs python or torchrun."""
     for readme in [REPO / "README.md", *sorted((REPO / "results").glob("*/README.md"))]:
-        # Shell blocks (```bash, ```sh or unlabelled); a ```text block holds another project's command.
-        for block in re.findall(r"```(?:bash|sh|)\n(.*?)```", readme.read_text(encoding="utf-8"), re.S):
-            for line in logical_lines(block.splitlines()):
+        for block in shell_blocks(readme.read_text(encoding="utf-8")):
+            for line in logical_lines(block):
                 if COMMAND.search(line):
                     yield readme.relative_to(REPO), line
     for config in CONFIGS:
