@@ -1,20 +1,24 @@
 """
 Build guide.pdf, "Build a Large Language Model From Scratch", from this repository.
 
-    python guide.py                                   # figures from out/ if trained, else a short run made here
+    python guide.py                                   # figures from out/ if trained, else the recorded quick start
+    python guide.py --train=True                      # train the quick start here first (about a minute)
     python guide.py --ckpt_dir=out-shakespeare-char   # figures from another train.py checkpoint
-    python guide.py --output=book.pdf --build_iters=500
-    python guide.py --fast=True                       # a tiny run: checks that the guide builds (tests)
+    python guide.py --fast=True                       # smaller measurements: checks that the guide builds (tests)
 
 The guide cannot go stale, because nothing in it is copied by hand:
   - The prose lives in guide/*.typ (Typst markup). A code listing is written there as
     #listing("model.py:CausalSelfAttention") and cut out of the current source file at build
-    time, by name, with `ast`. A renamed or deleted symbol stops the build with an error naming it.
-  - Every figure and number comes from a real run of this code: the checkpoint in --ckpt_dir,
-    or out/ckpt.pt (what `python train.py` writes), or, when there is neither, a shortened
-    quick-start run that the build trains itself into build_dir/run. The GPU figures in the
-    results chapter, the tokenizer experiment in chapter 1 and the optimizer comparison in
-    chapter 4 are read from the recorded runs in results/.
+    time, by name, with `ast`; "file.py:Class[a,b]" or "file.py:func[1-12]" shows part of it,
+    with the lines left out marked. A renamed or deleted symbol stops the build with an error
+    naming it.
+  - Every figure and number about "the model" comes from one trained quick-start model: the
+    checkpoint in --ckpt_dir, or one trained here with --train, or out/ckpt.pt (what
+    `python train.py` writes), or, when there is none of these, the quick-start run recorded in
+    results/ with its command, date and commit. The tokenizer experiment, the optimizer
+    comparison and the side-by-side with nanoGPT are read from their recorded runs in results/.
+  - The teaching code of Part I (attention in stages, LayerNorm, GELU, the naive BPE trainer)
+    lives in lessons.py; the build checks each piece against the model's own layers.
 
 Steps, in order (the slow ones last, so a broken listing fails in a second):
   1. collect the listings named in guide/*.typ;
@@ -41,7 +45,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +59,7 @@ import common
 import data
 import engine
 import eval as evaluate
+import lessons
 import metrics
 import optim
 import prepare
@@ -76,29 +80,31 @@ LISTING_CALL = re.compile(r'#listing\(\s*"([^"]+)"')
 # small enough for its longest line to fit the page, so code lines are never wrapped.
 CODE_WIDTH_PT = 462.0  # A4 with 2 cm margins (482 pt), less the listing box's inset and rule
 CODE_ADVANCE_EM = 0.602  # DejaVu Sans Mono
-CODE_MAX_PT, CODE_MIN_PT = 8.0, 6.0
+CODE_MAX_PT, CODE_MIN_PT = 8.0, 7.0  # never below 7 pt: the tests check every listing
 
 
 @dataclass
 class GuideConfig:
     output: str = "guide.pdf"
-    ckpt_dir: Optional[str] = None  # a train.py out_dir with ckpt.pt; None = out/ if it has one, else a short run
+    # a train.py out_dir with ckpt.pt; None = out/ if it has one, else the recorded quick start
+    ckpt_dir: Optional[str] = None
+    train: bool = False  # train the quick start here (about a minute) instead of reading a checkpoint
     build_dir: str = "guide_build"  # the build's own run, figures, data.json and the Typst it compiles
-    build_iters: int = 150  # iterations of the quick-start run the build trains when there is no checkpoint
-    fast: bool = False  # tests: a tiny run and small measurements; proves the guide builds, not the model
-    results_dir: str = "results/h200-2026-11-27"  # the recorded GPU runs quoted in the results chapter
-    tokenizer_results_dir: str = "results/cpu-tokenizers-2026-12-03"  # chapter 1's recorded tokenizer experiment
-    optimizer_results_dir: str = "results/cpu-optimizers-2026-12-04"  # chapter 4's recorded AdamW vs Muon runs
+    fast: bool = False  # tests: small measurements (and with --train a tiny run): proves the guide builds
+    quickstart_dir: str = "results/cpu-quickstart-2026-12-06"  # the recorded quick-start run
+    nanogpt_results_dir: str = "results/cpu-nanogpt-2026-12-06"  # the quick start and nanoGPT, side by side
+    tokenizer_results_dir: str = "results/cpu-tokenizers-2026-12-03"  # the recorded tokenizer experiment
+    optimizer_results_dir: str = "results/cpu-optimizers-2026-12-04"  # the recorded AdamW vs Muon runs
     device: str = "cpu"  # where the build's run and measurements happen
     threads: int = 1  # CPU threads for torch; raise it for a large --ckpt_dir model
     seed: int = 1337
 
 
 # Measurement sizes: the full book, and the tiny version the tests build.
-FULL_SIZES = dict(evaluations=3, eval_iters=10, sample_tokens=240, ppl_tokens=30_000, kv_new_tokens=100,
+FULL_SIZES = dict(sample_tokens=240, ppl_tokens=30_000, kv_new_tokens=100,
                   kv_long_block=256, kv_long_prompt=192, kv_long_tokens=60, kv_repeats=1, depths=(1, 2, 4, 8, 16, 32), scale_trials=32,
                   memory_models=bench.GPT2_SIZES, memory_block=1024)
-FAST_SIZES = dict(evaluations=2, eval_iters=2, sample_tokens=40, ppl_tokens=4_000, kv_new_tokens=24,
+FAST_SIZES = dict(sample_tokens=40, ppl_tokens=4_000, kv_new_tokens=24,
                   kv_long_block=96, kv_long_prompt=64, kv_long_tokens=16, kv_repeats=1, depths=(1, 4), scale_trials=2, build_iters=8,
                   memory_models=("gpt2",), memory_block=64)
 
@@ -123,11 +129,20 @@ def find_definition(tree, dotted_name):
     return node
 
 
+ELISION = re.compile(r"^(?P<symbol>[\w.]*)(?:\[(?P<parts>[^\]]+)\])?$")  # "Class[a,b]", "func[1-20]"
+ELIDED = "\u22ef"  # the mark of a line standing for lines left out: "⋯ 12 lines left out"
+
+
 def extract_listing(spec, source_root=None):
     """
-    The source text of one listing, e.g. "model.py:GPT.forward" -> dict(file, symbol, start,
-    end, text, size). The text is exactly what inspect.getsource returns (decorators included),
-    dedented; the lines are the file's own line numbers. A whole file when there is no ":".
+    The source text of one listing -> dict(file, symbol, start, end, pieces, text, size).
+    "model.py:GPT.forward": a definition whole, exactly what inspect.getsource returns
+    (decorators included), dedented. "config/train_gpt2.py": a whole file. And two ways to show
+    only part of a definition, for machinery that teaches in a few lines: "data.py:Class[a,b]"
+    keeps the class's own lines up to its first member, then members a and b;
+    "train.py:func[1-12]" keeps lines 1 to 12 of the definition. What is left out is one line,
+    "⋯ N lines left out". pieces: the file's (first, last) line of every piece shown, which
+    the tests compare with the file; start and end span them all.
     """
     source_root = REPO_ROOT if source_root is None else source_root
     file_name, _, symbol = spec.partition(":")
@@ -136,20 +151,54 @@ def extract_listing(spec, source_root=None):
         raise GuideError(f"listing {spec!r}: there is no file {file_name} in {source_root}")
     source = path.read_text(encoding="utf-8")
     lines = source.splitlines()
-    if symbol:
-        node = find_definition(ast.parse(source, filename=str(path)), symbol)
+    match = ELISION.match(symbol)
+    if match is None:
+        raise GuideError(f"listing {spec!r}: write file.py:Name, file.py:Class[member,...] or file.py:Name[a-b]")
+    name, parts = match.group("symbol"), match.group("parts")
+    if name:
+        node = find_definition(ast.parse(source, filename=str(path)), name)
         if node is None:
-            raise GuideError(f"listing {spec!r}: {file_name} has no class or function {symbol!r} "
+            raise GuideError(f"listing {spec!r}: {file_name} has no class or function {name!r} "
                              f"(renamed or removed?); fix the #listing(...) in guide/*.typ")
-        start = min([node.lineno] + [d.lineno for d in node.decorator_list])
-        end = node.end_lineno
+        start, end = min([node.lineno] + [d.lineno for d in node.decorator_list]), node.end_lineno
     else:
-        start, end = 1, len(lines)
-    text = textwrap.dedent("\n".join(lines[start - 1:end]) + "\n")
+        node, start, end = None, 1, len(lines)
+    pieces = [(start, end)]
+    if parts and re.fullmatch(r"\d+-\d+", parts):  # a range of the definition's own lines
+        first, last = (start + int(n) - 1 for n in parts.split("-"))
+        if not start <= first <= last <= end:
+            raise GuideError(f"listing {spec!r}: {name} has lines 1-{end - start + 1}")
+        pieces = [(first, last)]
+    elif parts:  # a class's header, then the members asked for
+        members = {n.name: n for n in node.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+        wanted = [p.strip() for p in parts.split(",")]
+        unknown = [w for w in wanted if w not in members]
+        if unknown:
+            raise GuideError(f"listing {spec!r}: {name} has no member {', '.join(unknown)} (renamed or removed?)")
+        first_member = min(min([m.lineno] + [d.lineno for d in m.decorator_list]) for m in members.values())
+        pieces = [(start, first_member - 1)]
+        for m in sorted((members[w] for w in wanted), key=lambda m: m.lineno):
+            pieces.append((min([m.lineno] + [d.lineno for d in m.decorator_list]), m.end_lineno))
+        while lines[pieces[0][1] - 1].strip() == "":  # no blank line before a gap
+            pieces[0] = (pieces[0][0], pieces[0][1] - 1)
+    indent = min(len(l) - len(l.lstrip()) for a, b in pieces for l in lines[a - 1:b] if l.strip())
+    shown = []
+    for k, (a, b) in enumerate(pieces):
+        gap = lines[(pieces[k - 1][1] if k else start - 1):a - 1]  # the lines between two pieces
+        if any(l.strip() for l in gap):
+            piece_indent = len(lines[a - 1]) - len(lines[a - 1].lstrip())
+            shown.append(" " * (piece_indent - indent) + f"{ELIDED} {len(gap)} line{'s' if len(gap) > 1 else ''} left out")
+        elif gap:
+            shown.append("")  # only blank lines between: one blank line
+        shown += [l[indent:] for l in lines[a - 1:b]]
+    if pieces[-1][1] < end:  # the rest of the definition, marked at the indentation of its first line
+        tail = next(l for l in lines[pieces[-1][1]:end] if l.strip())
+        shown.append(" " * (len(tail) - len(tail.lstrip()) - indent) + f"{ELIDED} {end - pieces[-1][1]} lines left out")
+    text = "\n".join(shown) + "\n"
     longest = max(len(line) for line in text.splitlines())
     size = max(CODE_MIN_PT, min(CODE_MAX_PT, CODE_WIDTH_PT / (longest * CODE_ADVANCE_EM)))
-    return dict(file=file_name, symbol=symbol, start=start, end=end, text=text,
-                size=math.floor(size * 10) / 10)
+    return dict(file=file_name, symbol=name, start=pieces[0][0], end=pieces[-1][1], pieces=pieces, text=text,
+                size=math.floor(size * 10) / 10, elided=bool(parts), longest=longest)
 
 
 def listing_specs(guide_dir=None):
@@ -177,92 +226,38 @@ def collect_listings(guide_dir=None, source_root=None):
 
 
 # --------------------------------------------------------------------------------------------
-# The textbook form of attention. Chapter 2 lists these two functions next to model.py's
-# CausalSelfAttention; the build computes the attention maps with them from the trained
-# weights and checks that they give the model's own output.
-# --------------------------------------------------------------------------------------------
-
-def attention(q, k, v, mask=None):
-    """Scaled dot-product attention: softmax(q k^T / sqrt(d_k) + mask) v.
-    q (..., T_q, d_k), k (..., T_k, d_k), v (..., T_k, d_v); mask (T_q, T_k) is True where a
-    query may look at a key. Returns the output (..., T_q, d_v) and the weights (..., T_q, T_k)."""
-    d_k = q.size(-1)
-    scores = q @ k.transpose(-2, -1) / math.sqrt(d_k)  # (..., T_q, T_k)
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))  # exp(-inf) = 0: no weight at all
-    weights = torch.softmax(scores, dim=-1)  # every row sums to 1
-    return weights @ v, weights
-
-
-def multi_head_attention(q, k, v, mask, W_Q, W_K, W_V, W_O, n_head):
-    """MultiHead(q, k, v) = Concat(head_1, ..., head_h) W_O, head_i = attention(q W_Q_i, k W_K_i, v W_V_i).
-    q, k, v: (T, C). Each W is a (matrix (C, C), bias (C,)) pair; head i owns columns
-    i*hs .. (i+1)*hs of W_Q, W_K and W_V, where hs = C // n_head.
-    Returns the output (T, C) and every head's weights (n_head, T, T)."""
-    hs = q.size(-1) // n_head
-    heads, weights = [], []
-    for i in range(n_head):
-        cols = slice(i * hs, (i + 1) * hs)
-        q_i = q @ W_Q[0][:, cols] + W_Q[1][cols]  # (T, hs)
-        k_i = k @ W_K[0][:, cols] + W_K[1][cols]  # (T, hs)
-        v_i = v @ W_V[0][:, cols] + W_V[1][cols]  # (T, hs)
-        head, w = attention(q_i, k_i, v_i, mask)
-        heads.append(head)
-        weights.append(w)
-    return torch.cat(heads, dim=-1) @ W_O[0] + W_O[1], torch.stack(weights)
-
-
-def textbook_weights(attn):
-    """W_Q, W_K, W_V, W_O as (matrix, bias) pairs, cut from a CausalSelfAttention's layers.
-    nn.Linear keeps its weight as (out, in) and computes x W^T + b: hence the transposes."""
-    C = attn.c_proj.weight.size(0)
-    W = attn.c_attn.weight.t()  # (C, 3C) = [W_Q | W_K | W_V]
-    b = attn.c_attn.bias if attn.c_attn.bias is not None else torch.zeros(3 * C)
-    b_O = attn.c_proj.bias if attn.c_proj.bias is not None else torch.zeros(C)
-    return ((W[:, :C], b[:C]), (W[:, C:2 * C], b[C:2 * C]), (W[:, 2 * C:], b[2 * C:]),
-            (attn.c_proj.weight.t(), b_O))
-
-
-# --------------------------------------------------------------------------------------------
 # 2. The checkpoint: given, out/, or a short quick-start run made here
 # --------------------------------------------------------------------------------------------
 
-def build_run_args(run_dir, iters, device, evaluations=3, eval_iters=10):
-    """train.py arguments for the build's run: the quick start, shortened to `iters` steps, with
-    `evaluations` evaluations after the first. Everything else stays at train.py's defaults,
-    read now (they change as the code does)."""
-    defaults = train.TrainConfig()
-    iters = min(iters, defaults.max_iters)
-    return [f"--out_dir={run_dir}", f"--max_iters={iters}", f"--lr_decay_iters={iters}",
-            f"--warmup_iters={min(defaults.warmup_iters, max(1, iters // 10))}",
-            f"--eval_interval={max(1, iters // evaluations)}", f"--eval_iters={min(defaults.eval_iters, eval_iters)}",
-            f"--log_interval={max(1, min(defaults.log_interval, iters // 25))}",
-            "--always_save_checkpoint=True", f"--device={device}", "--compile=False", "--overwrite=True"]
-
-
 def get_checkpoint(cfg, build_dir, sizes, log):
-    """(checkpoint folder, dict describing where it came from)."""
+    """(checkpoint folder, dict describing where it came from): --ckpt_dir; or with --train the
+    quick start trained here, in full (or for --fast a few steps of it); else out/, where
+    `python train.py` writes it; else the quick-start run recorded in --quickstart_dir."""
     if cfg.ckpt_dir is not None:
         ckpt_dir = Path(cfg.ckpt_dir)
         if not (ckpt_dir / checkpoint.CHECKPOINT_NAME).is_file():
             raise GuideError(f"--ckpt_dir={cfg.ckpt_dir}: there is no {checkpoint.CHECKPOINT_NAME} in it; "
                              f"train one (python train.py --out_dir={cfg.ckpt_dir}) or leave --ckpt_dir out")
         return ckpt_dir, dict(kind="checkpoint", command=None, seconds=None)
+    if cfg.train:
+        run_dir = build_dir / "run"
+        args = [f"--out_dir={run_dir}", "--overwrite=True", f"--device={cfg.device}"]
+        if "build_iters" in sizes:  # --fast: a few steps, with the quick start's other settings
+            iters = sizes["build_iters"]
+            args += [f"--max_iters={iters}", f"--lr_decay_iters={iters}", "--warmup_iters=1",
+                     f"--eval_interval={iters // 2}", "--eval_iters=2", "--log_interval=1"]
+        log(f"training the quick start into {run_dir} (its log: {build_dir / 'run.log'})")
+        t0 = time.perf_counter()
+        with open(build_dir / "run.log", "w", encoding="utf-8") as f, contextlib.redirect_stdout(f):
+            train.main(args)
+        return run_dir, dict(kind="build", command=" ".join(["python train.py"] + args[3:]),
+                             seconds=time.perf_counter() - t0)
     quick_start = Path(train.TrainConfig().out_dir)  # where `python train.py` puts it: relative to here
     if not cfg.fast and (quick_start / checkpoint.CHECKPOINT_NAME).is_file():
         return quick_start, dict(kind="quickstart", command="python train.py", seconds=None)
-
-    run_dir = build_dir / "run"
-    iters = sizes["build_iters"]
-    args = build_run_args(run_dir, iters, cfg.device, sizes["evaluations"], sizes["eval_iters"])
-    log(f"no checkpoint given and none in {quick_start.name}/: training a {iters}-iteration "
-        f"quick-start run into {run_dir} (its log: {build_dir / 'run.log'})")
-    t0 = time.perf_counter()
-    with open(build_dir / "run.log", "w", encoding="utf-8") as f, contextlib.redirect_stdout(f):
-        train.main(args)
-    seconds = time.perf_counter() - t0
-    shown = [a for a in args if not a.startswith(("--out_dir", "--overwrite", "--device", "--compile"))]
-    return run_dir, dict(kind="build", command="python train.py " + " ".join(shown), seconds=seconds)
+    recorded = recorded_runs_dir(cfg.quickstart_dir, (checkpoint.CHECKPOINT_NAME, metrics.METRICS_NAME,
+                                                      "README.md"), "quickstart_dir")
+    return recorded, dict(kind="recorded", command="python train.py", seconds=None)
 
 
 def shown_path(path):
@@ -338,23 +333,34 @@ def prompt_text(dataset_dir, tokenizer, max_chars):
     return text[:cut + 1] if cut > max_chars // 3 else text[:max_chars]
 
 
+def head_weights(attn, x, n_head):
+    """Every head's attention weights (nh, T, T) for the input x (T, C) of a CausalSelfAttention:
+    softmax(q k^T / sqrt(hs)) under the causal mask, the weights lessons.self_attention uses."""
+    T, C = x.shape
+    q, k, _ = torch.nn.functional.linear(x, attn.c_attn.weight, attn.c_attn.bias).split(C, dim=-1)
+    q = q.view(T, n_head, C // n_head).transpose(0, 1)  # (nh, T, hs)
+    k = k.view(T, n_head, C // n_head).transpose(0, 1)  # (nh, T, hs)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(C // n_head)
+    return torch.softmax(scores.masked_fill(~causal_mask(T, 0, "cpu"), float("-inf")), dim=-1)
+
+
 def attention_data(model, tokenizer, prompt, fig):
-    """Chapter 2: every head's attention weights on a real prompt, computed with the textbook
-    functions above from the trained weights, and checked against the model's own layer."""
+    """Chapter 3: every head's attention weights on a real prompt, from the trained weights; and
+    lessons.multi_head_attention (the textbook stages) checked against the model's own layer."""
     ids = tokenizer.encode(prompt)[:32 if tokenizer.name == "char" else 16]
     labels = [show_token(tokenizer.decode([i])) for i in ids]
     idx = torch.tensor([ids])
     T = len(ids)
-    mask = causal_mask(T, 0, "cpu")
     maps, worst = [], 0.0
     with torch.no_grad():
         x = model.transformer.wte(idx) + model.transformer.wpe(torch.arange(T))  # (1, T, C)
         for block in model.transformer.h:
-            normed = block.ln_1(x)[0]  # (T, C): the attention layer's input
-            out, weights = multi_head_attention(normed, normed, normed, mask,
-                                                *textbook_weights(block.attn), model.config.n_head)
-            worst = max(worst, (out - block.attn(normed[None])[0]).abs().max().item())
-            maps.append(weights)  # (nh, T, T)
+            normed = block.ln_1(x)  # (1, T, C): the attention layer's input
+            attn = block.attn
+            by_hand = lessons.multi_head_attention(normed, attn.c_attn.weight, attn.c_attn.bias,
+                                                   attn.c_proj.weight, attn.c_proj.bias, model.config.n_head)
+            worst = max(worst, (by_hand - attn(normed)).abs().max().item())
+            maps.append(head_weights(attn, normed[0], model.config.n_head))  # (nh, T, T)
             x = block(x)
     # The head that looks furthest back on average in the last layer gets the large picture.
     last = maps[-1]
@@ -585,6 +591,151 @@ def perplexity_data(model, dataset_dir, tokenizer, max_tokens):
                 bytes=result["bytes"], baselines=baselines, val_tokens=int(sum(len(a) for a in val_arrays)))
 
 
+def embedding_data(model, tokenizer, fig):
+    """Chapter 2: what the trained token and position embeddings learned. Cosine similarity of
+    every pair of token vectors (1 = the same direction, 0 = unrelated), the nearest neighbours
+    of a few characters, the mean similarity within and between groups; and of every pair of
+    position vectors."""
+    V = tokenizer.vocab_size
+    with torch.no_grad():
+        tokens = model.transformer.wte.weight[:V]  # the padding rows are never used
+        tokens = tokens / tokens.norm(dim=1, keepdim=True)
+        similar = tokens @ tokens.T  # (V, V)
+        positions = model.transformer.wpe.weight
+        positions = positions / positions.norm(dim=1, keepdim=True)
+        position_similar = positions @ positions.T  # (T, T)
+    result = dict(vocab=V, n_embd=model.config.n_embd, block_size=model.config.block_size)
+    if tokenizer.name == "char":
+        chars = tokenizer.chars
+        groups = {"lowercase": [c for c in chars if c.islower()], "uppercase": [c for c in chars if c.isupper()],
+                  "vowels": list("aeiou"), "consonants": list("bcdfghklmnprstw"),
+                  "punctuation": [c for c in ".,;:!?" if c in chars]}
+
+        def mean_similarity(a, b):
+            rows, cols = [chars.index(c) for c in groups[a]], [chars.index(c) for c in groups[b]]
+            block = similar[rows][:, cols]
+            if a == b:
+                block = block[~torch.eye(len(rows), dtype=torch.bool)]  # not a character with itself
+            return block.mean().item()
+
+        def neighbours(c, k=3):
+            row = similar[chars.index(c)].clone()
+            row[chars.index(c)] = -2  # not itself
+            return [dict(token=show_token(chars[j]), similarity=row[j].item()) for j in row.topk(k).indices]
+
+        result.update(
+            neighbours={show_token(c): neighbours(c) for c in ("a", "t", "A", ".", "\n") if c in chars},
+            groups={f"{a}-{b}": mean_similarity(a, b) for a, b in
+                    (("vowels", "vowels"), ("consonants", "consonants"), ("vowels", "consonants"),
+                     ("uppercase", "uppercase"), ("lowercase", "uppercase"), ("punctuation", "punctuation"))})
+        order = [c for g in ("lowercase", "uppercase", "punctuation") for c in groups[g]]
+        index = [chars.index(c) for c in order]
+        fig.similarity(similar[index][:, index], [show_token(c) for c in order], "embedding_similarity",
+                       "token embeddings: cosine similarity")
+    fig.similarity(position_similar, None, "position_similarity", "position embeddings: cosine similarity",
+                   axis_label="position")
+    result.update(position_next=position_similar.diagonal(1).mean().item(),
+                  position_far=position_similar[0, model.config.block_size // 2:].mean().item())
+    return result
+
+
+def lessons_data(model, tokenizer, prompt, seed):
+    """Chapters 1, 3 and 4: the teaching code of lessons.py, each stage checked against the next
+    on the trained model's own weights and input, and the naive BPE trainer against the fast one."""
+    ids = tokenizer.encode(prompt)[:model.config.block_size]
+    block = model.transformer.h[0]
+    attn = block.attn
+    with torch.no_grad():
+        x = model.transformer.wte(torch.tensor([ids])) + model.transformer.wpe(torch.arange(len(ids)))
+        normed = lessons.layer_norm(x, block.ln_1.weight, block.ln_1.bias)
+        by_hand = lessons.multi_head_attention(normed, attn.c_attn.weight, attn.c_attn.bias,
+                                               attn.c_proj.weight, attn.c_proj.bias, model.config.n_head)
+        hidden = torch.randn(4, 256, generator=torch.Generator().manual_seed(seed))
+        r = torch.randn(2, 8, 4, generator=torch.Generator().manual_seed(seed))
+        checks = dict(
+            average=(lessons.average_previous_loop(r) - lessons.average_previous_matmul(r)).abs().max().item(),
+            layer_norm=(normed - block.ln_1(x)).abs().max().item(),
+            attention=(by_hand - attn(block.ln_1(x))).abs().max().item(),
+            gelu=(lessons.gelu_tanh(hidden) - torch.nn.GELU(approximate="tanh")(hidden)).abs().max().item(),
+            gelu_vs_exact=(lessons.gelu_tanh(hidden) - torch.nn.GELU()(hidden)).abs().max().item())
+    text = prepare.read_text_file(prepare.SHAKESPEARE_PATH)[:20_000]
+    timings = {}
+    for name, trainer in (("naive", lessons.train_bpe_naive), ("fast", train_bpe)):
+        t0 = time.perf_counter()
+        merges = trainer(text, 256 + 100)
+        timings[name] = time.perf_counter() - t0
+        timings[f"{name}_merges"] = merges
+    return dict(checks=checks, tokens=len(ids), bpe_chars=len(text), bpe_merges=100,
+                naive_seconds=timings["naive"], fast_seconds=timings["fast"],
+                same_merges=timings["naive_merges"] == timings["fast_merges"])
+
+
+def nanogpt_results(folder):
+    """Chapter 11: the recorded side-by-side of nanoGPT's documented CPU recipe and the quick
+    start (`results/cpu-nanogpt-2026-12-06/`): each run's wall seconds and its last val loss."""
+    folder = recorded_runs_dir(folder, ("README.md",) + tuple(f"{who}-{n}.txt" for who in ("nanogpt", "ours")
+                                                             for n in (1, 2, 3)), "nanogpt_results_dir")
+    runs = {}
+    for who in ("nanogpt", "ours"):
+        for n in (1, 2, 3):
+            text = (folder / f"{who}-{n}.txt").read_text(encoding="utf-8")
+            seconds = float(re.search(r"wall seconds: ([\d.]+)", text).group(1))
+            val = float(re.findall(r"val loss ([\d.]+)", text)[-1])
+            runs.setdefault(who, []).append(dict(seconds=seconds, val_loss=val))
+    return dict(folder=shown_path(folder), **{who: dict(runs=r, median_seconds=statistics.median(x["seconds"] for x in r),
+                                                        val_loss=r[-1]["val_loss"]) for who, r in runs.items()})
+
+
+def positions_through_the_model(model, prompt_len, new_tokens, use_cache):
+    """How many token positions engine.generate feeds the model to generate new_tokens after a
+    prompt_len-token prompt, counted with a hook on the model's forward."""
+    fed = []
+    hook = model.register_forward_pre_hook(lambda module, args: fed.append(args[0].size(1)))
+    try:
+        engine.generate(model, torch.zeros(1, prompt_len, dtype=torch.long), new_tokens, temperature=0,
+                        use_cache=use_cache)
+    finally:
+        hook.remove()
+    return sum(fed)
+
+
+def exercise_answers(model, tokenizer, results):
+    """The answers of the appendix that are numbers, computed from the code and the trained
+    model; test_guide.py checks each of them a second way."""
+    q = train.resolve_config(train.TrainConfig(), "cpu", "float32")  # the quick start
+    quick = GPT(GPTConfig(block_size=q.block_size, vocab_size=tokenizer.vocab_size, n_layer=q.n_layer,
+                          n_head=q.n_head, n_embd=q.n_embd, bias=q.bias)).eval()
+    gpt2 = results["params"]
+    hs = q.n_embd // q.n_head
+    g = torch.Generator().manual_seed(0)
+    scores = (torch.randn(4096, hs, generator=g) * torch.randn(4096, hs, generator=g)).sum(-1)  # q . k
+    medium = bench.state_table(["gpt2-medium"])[0]
+    c_fc = quick.transformer.h[0].mlp.c_fc.weight.shape
+    perplexity = results["perplexity"]
+    return dict(
+        tokens_first_line=dict(char=len(results["tokens"]["example_char_ids"]),
+                               learned=len(results["tokens"]["example_learned_ids"]),
+                               gpt2=len(results["tokens"]["example_bpe_ids"])),
+        embedding_params=quick.transformer.wte.weight.numel() + quick.transformer.wpe.weight.numel(),
+        padded_vocab=quick.config.padded_vocab_size, head_size=hs,
+        score_std=scores.std().item(), score_std_scaled=(scores / math.sqrt(hs)).std().item(),
+        init_loss=math.log(tokenizer.vocab_size),
+        gpt2_untied=gpt2["total"] + gpt2["V"] * gpt2["C"],
+        total_tokens=q.max_iters * q.batch_size * q.block_size,
+        lr_warmup=train.get_lr(q.warmup_iters // 2, q.learning_rate, q.min_lr, q.warmup_iters, q.lr_decay_iters),
+        lr_middle=train.get_lr((q.warmup_iters + q.max_iters) // 2, q.learning_rate, q.min_lr, q.warmup_iters,
+                               q.lr_decay_iters),
+        lr_steps=[q.warmup_iters // 2, (q.warmup_iters + q.max_iters) // 2],
+        positions_no_cache=positions_through_the_model(quick, 1, 100, use_cache=False),
+        positions_cache=positions_through_the_model(quick, 1, 100, use_cache=True),
+        uniform=dict(loss=math.log(tokenizer.vocab_size), ppl=tokenizer.vocab_size,
+                     bpb=math.log2(tokenizer.vocab_size)),
+        loss_in_bits=perplexity["loss"] / math.log(2),
+        fsdp_medium_4=medium["fsdp_bytes"][list(bench.WORLD_SIZES).index(4)],
+        ns_flops_c_fc=newton_schulz_flops(c_fc), c_fc_shape=list(c_fc),
+        gpt2_step_flops=gpt2["flops_per_token"] * 524288)
+
+
 def recorded_runs_dir(folder, needed, option):
     """A folder of recorded runs as a Path: as given, else inside the repository, which ships
     them; a GuideError names every file of `needed` it lacks and `option`'s default folder."""
@@ -600,45 +751,6 @@ def recorded_runs_dir(folder, needed, option):
 
 
 LOGGED_PARAMS = re.compile(r"model: ([\d.]+)M parameters")  # train.py's line about the model it built
-
-
-def gpu_results(results_dir):
-    """Chapter 7: the recorded GPU runs. log.txt holds bench.py's JSON lines, each after the
-    '=== command' line that produced it; baby_* are config/train_shakespeare_char.py's run."""
-    results_dir = recorded_runs_dir(results_dir, ("log.txt", "baby_metrics.jsonl", "baby_train_evals.txt",
-                                                  "baby_samples.txt"), "results_dir")
-    log = (results_dir / "log.txt").read_text(encoding="utf-8")
-    benches, command = [], None
-    for line in log.splitlines():
-        if line.startswith("=== "):
-            command = re.sub(r"^timeout \d+ ", "", line[4:]).replace("python3", "python")
-        elif line.startswith("{"):
-            with contextlib.suppress(json.JSONDecodeError):
-                benches.append(dict(json.loads(line), command=command))
-    lines = log.splitlines()
-    date = lines[0].strip() if lines else ""
-    torch_line = next((l for l in lines if l.startswith("torch ")), "")
-    train_records, eval_records = metrics.read_metrics(results_dir / "baby_metrics.jsonl")
-    evals_text = (results_dir / "baby_train_evals.txt").read_text(encoding="utf-8")
-    params = LOGGED_PARAMS.search(evals_text)
-    best = min(eval_records, key=lambda r: r["val_loss"])
-    step_ms = statistics.median(r["ms_per_iter"] for r in train_records if r["iter"] > 0)
-    samples_text = (results_dir / "baby_samples.txt").read_text(encoding="utf-8")
-    header, _, body = samples_text.partition("\n")
-    first_sample = re.split(r"\n?-{8,} sample", body)[0]
-    torch_version = re.match(r"torch (\S+)", torch_line)
-    return dict(folder=shown_path(results_dir), date=date,
-                torch=torch_version.group(1) if torch_version else "",
-                train_benches=[b for b in benches if b.get("mode") == "train"],
-                generate_benches=[b for b in benches if b.get("mode") == "generate"],
-                baby=dict(params_m=float(params.group(1)) if params else None,
-                          iters=eval_records[-1]["iter"], best_val=best["val_loss"], best_iter=best["iter"],
-                          best_train=best["train_loss"], final_val=eval_records[-1]["val_loss"],
-                          final_train=eval_records[-1]["train_loss"], first_val=eval_records[0]["val_loss"],
-                          step_ms=step_ms, train_minutes=step_ms * eval_records[-1]["iter"] / 60000,
-                          tokens_per_sec=statistics.median(r["tokens_per_sec"] for r in train_records if r["iter"] > 0),
-                          sample_header=header.strip(), sample=first_sample.strip("\n")),
-                _curves=dict(train=train_records, eval=eval_records))
 
 
 TOKENIZER_NAMES = {"char": "characters", "bpe": "learned BPE", "gpt2": "GPT-2 BPE"}
@@ -830,6 +942,21 @@ class Figures:
             ax.set_title(title)
         self.save(figure, name)
 
+    def similarity(self, matrix, labels, name, title, axis_label=None):
+        """A square matrix of cosine similarities, -1 (blue) to 1 (red)."""
+        size = 4.4 if labels is not None else 3.0
+        figure, ax = self.plt.subplots(figsize=(size + 0.9, size))
+        image = ax.imshow(matrix.numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
+        if labels is not None:
+            ax.set_xticks(range(len(labels)), labels, fontsize=5)
+            ax.set_yticks(range(len(labels)), labels, fontsize=5)
+        else:
+            ax.set_xlabel(axis_label)
+            ax.set_ylabel(axis_label)
+        ax.set_title(title)
+        figure.colorbar(image, ax=ax, fraction=0.04)
+        self.save(figure, name)
+
     def attention_grid(self, maps, name):
         n_layer, n_head = len(maps), maps[0].size(0)
         layers = sorted(set(np.linspace(0, n_layer - 1, min(n_layer, 4)).round().astype(int).tolist()))
@@ -1018,7 +1145,8 @@ def typeset(build_dir, output, guide_dir=None):
         _, warnings = typst.compile_with_warnings(str(build_dir / MAIN_FILE), output=str(output),
                                                   root=str(build_dir), ignore_system_fonts=True)
     except typst.TypstError as e:
-        raise GuideError(f"typst could not compile {build_dir / MAIN_FILE}: {e}") from None
+        where = "; ".join(getattr(e, "trace", None) or [])
+        raise GuideError(f"typst could not compile {build_dir / MAIN_FILE}: {e}" + (f" ({where})" if where else "")) from None
     return [str(w) for w in warnings]
 
 
@@ -1038,7 +1166,7 @@ def build(cfg):
     """Build the guide; returns a summary dict (output path, pages, seconds, warnings)."""
     start = time.perf_counter()
     log = lambda message: print(f"guide: {message}", file=sys.stderr, flush=True)
-    sizes = dict(FULL_SIZES, build_iters=cfg.build_iters)
+    sizes = dict(FULL_SIZES)
     if cfg.fast:
         sizes.update(FAST_SIZES)
     build_dir, output = Path(cfg.build_dir).resolve(), Path(cfg.output).resolve()  # relative to here, as train.py's out_dir
@@ -1081,7 +1209,7 @@ def build(cfg):
     quick_config = bench.model_config(bench.BenchConfig(preset="quickstart"))  # train.py's default model
     results = dict(
         build=dict(command="python guide.py" + (f" --ckpt_dir={cfg.ckpt_dir}" if cfg.ckpt_dir else "")
-                   + (" --fast=True" if cfg.fast else ""),
+                   + (" --train=True" if cfg.train else "") + (" --fast=True" if cfg.fast else ""),
                    date=time.strftime("%Y-%m-%d"), commit=git_describe(), fast=cfg.fast,
                    python=platform.python_version(), torch=torch.__version__, device=cfg.device,
                    device_name=device_name(cfg.device),
@@ -1108,6 +1236,8 @@ def build(cfg):
     results["optimizer_runs"] = optimizer_runs
     fig.optimizer_curves(optimizer_runs["rows"], optimizer_curves, "optimizer_curves")
     timed("causal mask figure", fig.causal_mask, "causal_mask")
+    results["embeddings"] = timed("embeddings", embedding_data, model, tokenizer, fig)
+    results["lessons"] = timed("lessons", lessons_data, model, tokenizer, prompt, cfg.seed)
     results["attention"] = timed("attention maps", attention_data, model, tokenizer, prompt, fig)
     results["scale"] = timed("softmax scale", scale_data, sizes["scale_trials"], cfg.seed)
     results["params"] = timed("parameter count", parameter_data, quick_config)
@@ -1122,17 +1252,14 @@ def build(cfg):
     results["perplexity"] = timed("perplexity", perplexity_data, model, dataset_dir, tokenizer, sizes["ppl_tokens"])
     results["perplexity"]["command"] = (f"python eval.py perplexity --out_dir={shown_path(ckpt_dir)} "
                                      f"--dataset={dataset} --max_tokens={sizes['ppl_tokens']}")
-    gpu = timed("gpu results", gpu_results, cfg.results_dir)
-    curves = gpu.pop("_curves")
-    results["gpu"] = gpu
-    runs = []
+    results["nanogpt"] = timed("nanogpt side by side", nanogpt_results, cfg.nanogpt_results_dir)
     if eval_records:
-        runs.append(dict(title={"build": f"this build's run ({ckpt['iter_num']} iterations, CPU)",
-                                "quickstart": "the quick start (out/)"}.get(origin["kind"], source.split(" (")[0]),
-                         train=train_records, eval=eval_records, floor=None))
-    runs.append(dict(title="the baby GPT (H200)", floor=None, **curves))
-    timed("loss curves", fig.loss_curves, runs, "loss_curves")
+        title = {"build": "the quick start, trained by this build", "quickstart": "the quick start (out/)",
+                 "recorded": "the quick start (recorded)"}.get(origin["kind"], source.split(" (")[0])
+        timed("loss curves", fig.loss_curves, [dict(title=title, train=train_records, eval=eval_records,
+                                                     floor=math.log(tokenizer.vocab_size))], "loss_curves")
     results["has_run_curve"] = bool(eval_records)
+    results["exercises"] = timed("exercise answers", exercise_answers, model, tokenizer, results)
 
     # 4. typeset
     results["timings"] = {k: round(v, 2) for k, v in timings.items()}
@@ -1160,8 +1287,8 @@ def pdf_pages(path):
 def parse_args(argv):
     """The checked GuideConfig of a command line (--key=value options), before any work."""
     cfg = parse_config(GuideConfig(), argv, usage=__doc__)
-    if cfg.build_iters < 1 or cfg.threads < 1:
-        raise common.ConfigError("build_iters and threads must be at least 1")
+    if cfg.threads < 1:
+        raise common.ConfigError(f"threads must be at least 1, got {cfg.threads}")
     return cfg
 
 

@@ -186,16 +186,18 @@ def set_lr(optimizer, lr):
 
 
 def configure_optimizer(model, name="adamw", learning_rate=6e-4, weight_decay=0.1, betas=(0.9, 0.95),
-                        device="cpu", muon_lr_ratio=1.0, muon_lr_scaling="match_rms_adamw", muon_momentum=0.95):
+                        device="cpu", muon_lr_ratio=1.0, muon_lr_scaling="match_rms_adamw",
+                        muon_momentum=0.95):
     """The optimizer train.py steps: see the module docstring. Returns an Optimizers."""
     if name not in OPTIMIZERS:
         raise ConfigError(f"optimizer={name!r}: use one of {', '.join(OPTIMIZERS)}")
     if name == "adamw":
-        return Optimizers([adamw(list(model.named_parameters()), learning_rate, weight_decay, betas, device)], name)
+        optimizer = adamw(list(model.named_parameters()), learning_rate, weight_decay, betas, device)
+        return Optimizers([optimizer], name)
     matrices, rest = split_parameters(model)
     sharded = any(isinstance(p, DTensor) for _, p in matrices)  # FSDP: see ShardedMuon
-    muon = (ShardedMuon if sharded else torch.optim.Muon)([p for _, p in matrices], lr=learning_rate * muon_lr_ratio,
-                            weight_decay=weight_decay, momentum=muon_momentum, nesterov=True,
-                            adjust_lr_fn=muon_lr_scaling)
+    muon_class = ShardedMuon if sharded else torch.optim.Muon
+    muon = muon_class([p for _, p in matrices], lr=learning_rate * muon_lr_ratio, weight_decay=weight_decay,
+                      momentum=muon_momentum, nesterov=True, adjust_lr_fn=muon_lr_scaling)
     muon.param_groups[0]["lr_ratio"] = muon_lr_ratio
     return Optimizers([muon, adamw(rest, learning_rate, weight_decay, betas, device)], name)

@@ -51,7 +51,8 @@ FINEWEB_MAX_TRAIN_SHARDS = 103  # ~100M tokens each: 103 shards are the full 10B
 # text sources: shakespeare_char, shakespeare, any text file
 
 
-def split_text(text: str, val_fraction: float = VAL_FRACTION, separator: str | None = None) -> tuple[str, str]:
+def split_text(text: str, val_fraction: float = VAL_FRACTION,
+               separator: str | None = None) -> tuple[str, str]:
     """(train, val): val is the last val_fraction of the text. With a document separator, val
     starts right after the last separator that starts before the cut, so none is cut in two."""
     cut = int(len(text) * (1 - val_fraction))

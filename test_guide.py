@@ -1,10 +1,13 @@
 """
-The guide (guide.py + guide/*.typ) builds, has its chapters, its listings are the source, and
-the recorded runs it reads (results/) are complete and agree with their own logs.
+The guide (guide.py + guide/*.typ) builds, has its parts and chapters, its listings are the
+source, its numbers are the runs' and its exercise answers are right; the recorded runs it reads
+(results/) are complete and agree with their own logs; and the layout faults a book tends to
+have (typst source in the text, listings shrunk below 7 pt, near-empty pages) are not there.
 
-One fast build (a tiny training run) is shared by the tests that read its output. The listing
-tests compare two paths that must agree: the text guide.py cut out with `ast` against what
-`inspect.getsource` says today, and that text against what pdftotext reads from the PDF.
+One fast build, reading the recorded quick-start run, is shared by the tests that read its
+output. Most tests compare two paths that must agree: the text guide.py cut out with `ast`
+against what `inspect` says today, and that text against what pdftotext reads from the PDF; an
+exercise answer the build computed against the same answer computed here another way.
 """
 
 import importlib
@@ -17,23 +20,34 @@ import subprocess
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 import guide
 import metrics
 
-CHAPTERS = ["Tokens", "Attention", "The block and the model", "Training", "Generation",
-            "Evaluation", "Results", "Limitations and future work"]
+CHAPTERS = ["Tokens", "Embeddings", "Attention", "The block and the model", "Training", "Generation",
+            "Evaluation", "Faster and bigger", "Muon", "Tokenizers at scale", "Results", "Answers to the exercises"]
+PARTS = ["Part I: The ideas", "Part II: Scaling up"]
+QUICKSTART_RUN = guide.REPO_ROOT / guide.GuideConfig().quickstart_dir
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """One fast build: (summary, build folder, PDF path, data.json as a dict)."""
+    """One fast build from the recorded quick start: (summary, build folder, PDF path, data.json)."""
     out = tmp_path_factory.mktemp("guide")
     summary = guide.main(["--fast=True", f"--build_dir={out / 'build'}", f"--output={out / 'guide.pdf'}"])
     data = json.loads((out / "build" / "data.json").read_text(encoding="utf-8"))
     return summary, out / "build", out / "guide.pdf", data
+
+
+@pytest.fixture(scope="module")
+def model():
+    """The recorded quick-start model, loaded as sample.py loads a checkpoint."""
+    import checkpoint
+    loaded, tokenizer, _ = checkpoint.load_model("resume", str(QUICKSTART_RUN), "cpu")
+    return loaded, tokenizer
 
 
 def pdf_text(path):
@@ -44,13 +58,18 @@ def pdf_text(path):
                           check=True).stdout
 
 
-def chapter_titles(build_dir):
-    """The level-1 headings of the built document, asked of typst itself."""
+def flat(text):
+    """The text with one space wherever a line broke or was justified."""
+    return " ".join(text.split())
+
+
+def headings(build_dir):
+    """The level-1 headings of the built document as (text, numbered), asked of typst itself."""
     import typst
 
-    headings = json.loads(typst.query(str(build_dir / guide.MAIN_FILE), "heading.where(level: 1)",
-                                      root=str(build_dir), ignore_system_fonts=True))
-    return [heading_text(h["body"]) for h in headings if h.get("numbering")]
+    found = json.loads(typst.query(str(build_dir / guide.MAIN_FILE), "heading.where(level: 1)",
+                                   root=str(build_dir), ignore_system_fonts=True))
+    return [(heading_text(h["body"]), bool(h.get("numbering"))) for h in found]
 
 
 def heading_text(body):
@@ -63,40 +82,104 @@ def heading_text(body):
     return " " if body.get("func") == "space" else ""
 
 
-def test_the_guide_builds_with_every_chapter_in_order(built):
+def test_the_guide_builds_with_its_parts_and_chapters_in_order(built):
     summary, build_dir, pdf, _ = built
     assert pdf.is_file() and pdf.read_bytes().startswith(b"%PDF")
-    assert summary["pages"] >= 25
+    assert summary["pages"] >= 40
     assert summary["warnings"] == []  # e.g. a missing glyph or font would show up here
-    titles = chapter_titles(build_dir)
-    assert len(titles) == len(CHAPTERS)
+    found = headings(build_dir)
+    titles = [title for title, numbered in found if numbered]
+    assert len(titles) == len(CHAPTERS), titles
     for title, expected in zip(titles, CHAPTERS):
         assert title.startswith(expected), titles
+    # Part I holds chapters 1-7 (the ideas), Part II chapters 8-11 (scaling up)
+    order = [title for title, _ in found]
+    assert order.index(PARTS[0]) < order.index(titles[0])
+    assert order.index(titles[6]) < order.index(PARTS[1]) < order.index(titles[7])
+
+
+# ---------------------------------------------------------------------------- the listings
+
+def object_of(spec):
+    """The live object a listing names ("model.py:GPT.forward[14-18]" -> GPT.forward)."""
+    file_name, _, symbol = spec.partition(":")
+    obj = importlib.import_module(Path(file_name).stem)
+    for part in symbol.split("[")[0].split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def test_the_guide_lists_the_code_each_idea_needs(built):
+    _, build_dir, _, _ = built
+    listings = json.loads((build_dir / "listings.json").read_text(encoding="utf-8"))
+    # Part I: each idea in its plain form (lessons.py), then the model's code
+    for spec in ("lessons.py:average_previous_matmul", "lessons.py:self_attention_no_weights",
+                 "lessons.py:self_attention", "lessons.py:multi_head_attention", "model.py:CausalSelfAttention",
+                 "lessons.py:layer_norm", "lessons.py:gelu_tanh", "lessons.py:train_bpe_naive",
+                 "model.py:Block", "model.py:GPT.forward", "train.py:inputs_and_targets", "train.py:training_loop",
+                 "train.py:train_step", "train.py:get_lr", "model.py:GPT.generate", "engine.py:KVCache",
+                 "engine.py:generate_tokens", "eval.py:perplexity", "eval.py:score_items",
+                 # Part II: the machinery, some of it elided to what it teaches
+                 "tokenizer.py:train_bpe", "optim.py:newton_schulz", "bench.py:state_bytes_per_rank"):
+        assert spec in listings, f"the guide no longer lists {spec}"
+    assert any(listing["elided"] for listing in listings.values())
 
 
 def test_every_listing_is_the_current_source(built):
     _, build_dir, _, _ = built
     listings = json.loads((build_dir / "listings.json").read_text(encoding="utf-8"))
-    for spec in ("model.py:CausalSelfAttention", "train.py:get_lr", "train.py:train_step",
-                 "engine.py:sample_next_token", "engine.py:KVCache", "model.py:Block",
-                 "model.py:GPT.init_weights", "model.py:GPT.generate", "engine.py:generate_tokens",
-                 "eval.py:score_items"):
-        assert spec in listings, f"the guide no longer lists {spec}"
     for spec, listing in listings.items():
-        file_name, _, symbol = spec.partition(":")
-        if symbol:  # an independent path to the same text: the live object's source
-            obj = importlib.import_module(Path(file_name).stem)
-            for part in symbol.split("."):
-                obj = getattr(obj, part)
-            expected = textwrap.dedent(inspect.getsource(obj))
-        else:
-            expected = (guide.REPO_ROOT / file_name).read_text(encoding="utf-8")
-        assert listing["text"] == expected, f"listing {spec} differs from the source"
-        # ... and the line numbers printed above it point at that text in the file
-        lines = (guide.REPO_ROOT / file_name).read_text(encoding="utf-8").splitlines()
-        assert textwrap.dedent("\n".join(lines[listing["start"] - 1:listing["end"]]) + "\n") == expected
+        file_lines = (guide.REPO_ROOT / listing["file"]).read_text(encoding="utf-8").splitlines()
+        if not listing["symbol"]:  # a whole file
+            assert listing["text"].splitlines() == file_lines
+            continue
+        # an independent path to the same text: the live object's source and where it starts
+        source, first = inspect.getsourcelines(object_of(spec))
+        source = textwrap.dedent("".join(source)).splitlines()
+        if not listing["elided"]:
+            assert listing["text"].splitlines() == source, f"listing {spec} differs from the source"
+            assert (listing["start"], listing["end"]) == (first, first + len(source) - 1)
+            continue
+        # Elided: the lines shown are the source's lines of each piece, in order, and each
+        # "⋯ N lines left out" stands for exactly the lines between two pieces (or after the last).
+        raw, first = inspect.getsourcelines(object_of(spec))
+        raw = [line.rstrip("\n") for line in raw]
+        pieces = [(a - first, b - first + 1) for a, b in listing["pieces"]]  # half-open, into raw
+        indent = min(len(line) - len(line.lstrip()) for a, b in pieces for line in raw[a:b] if line.strip())
+        shown = listing["text"].splitlines()
+        kept = [line for line in shown if line.strip() and not line.lstrip().startswith(guide.ELIDED)]
+        assert kept == [line[indent:] for a, b in pieces for line in raw[a:b] if line.strip()], spec
+        gaps = ([raw[:pieces[0][0]]] + [raw[q[1]:p[0]] for q, p in zip(pieces, pieces[1:])]
+                + [raw[pieces[-1][1]:]])
+        marked = [int(re.search(r"(\d+) lines? left out", line).group(1))
+                  for line in shown if line.lstrip().startswith(guide.ELIDED)]
+        assert marked == [len(gap) for gap in gaps if any(line.strip() for line in gap)], spec
+        assert (listing["start"], listing["end"]) == (listing["pieces"][0][0], listing["pieces"][-1][1])
 
 
+def test_a_ranged_listing_shows_the_lines_asked_for():
+    listing = guide.extract_listing("model.py:GPT.forward[14-18]")
+    source, first = inspect.getsourcelines(object_of("model.py:GPT.forward"))
+    assert listing["pieces"] == [(first + 13, first + 17)]
+    shown = listing["text"].splitlines()
+    assert shown[0] == f"{guide.ELIDED} 13 lines left out"
+    assert shown[1:-1] == textwrap.dedent("".join(source[13:18])).splitlines()
+    assert shown[-1].strip() == f"{guide.ELIDED} {len(source) - 18} lines left out"
+    assert "wte(idx)" in listing["text"]  # the embedding lookup chapter 2 quotes
+
+
+def test_a_member_listing_keeps_the_class_head_and_the_members_whole():
+    listing = guide.extract_listing("tokenizer.py:CharTokenizer[encode,decode]")
+    import tokenizer
+    for member in (tokenizer.CharTokenizer.encode, tokenizer.CharTokenizer.decode):
+        body = textwrap.indent(textwrap.dedent(inspect.getsource(member)), "    ")
+        assert body in listing["text"]
+    assert listing["text"].startswith("class CharTokenizer")
+    assert inspect.getsource(tokenizer.CharTokenizer.__init__).strip().splitlines()[0] not in listing["text"]
+    with pytest.raises(guide.GuideError, match="no member nosuch"):
+        guide.extract_listing("tokenizer.py:CharTokenizer[encode,nosuch]")
+    with pytest.raises(guide.GuideError, match="has lines 1-"):
+        guide.extract_listing("train.py:get_lr[5-500]")
 def find_listing_in_pdf(listing_text, pdf_lines):
     """True if every non-blank line of the listing appears in the PDF's text in order, each as
     one or more consecutive lines there (a page break may put a header and footer between two
@@ -138,10 +221,14 @@ def test_the_listings_in_the_pdf_are_the_source_text(built):
 def test_the_pdf_check_notices_a_changed_line(built):
     _, build_dir, pdf, _ = built
     pdf_lines = pdf_text(pdf).splitlines()
-    text = json.loads((build_dir / "listings.json").read_text(encoding="utf-8"))["train.py:get_lr"]["text"]
+    listings = json.loads((build_dir / "listings.json").read_text(encoding="utf-8"))
+    text = listings["train.py:get_lr"]["text"]
     assert find_listing_in_pdf(text, pdf_lines)
     assert not find_listing_in_pdf(text.replace("min_lr", "minimum_lr"), pdf_lines)
     assert not find_listing_in_pdf(text.replace("def get_lr", "def learning_rate"), pdf_lines)
+    elided = listings["tokenizer.py:CharTokenizer[encode,decode]"]["text"]
+    assert find_listing_in_pdf(elided, pdf_lines)
+    assert not find_listing_in_pdf(elided.replace("16 lines left out", "15 lines left out"), pdf_lines)
 
 
 def copy_sources(tmp_path):
@@ -156,16 +243,19 @@ def copy_sources(tmp_path):
 @pytest.mark.parametrize("file_name, old, new, spec", [
     ("engine.py", "def sample_next_token(", "def pick_next_token(", "engine.py:sample_next_token"),
     ("model.py", "    def init_weights(self):", "    def initialise(self):", "model.py:GPT.init_weights"),
-    ("train.py", "def get_lr(", "def learning_rate_at(", "train.py:get_lr"),
+    ("lessons.py", "def layer_norm(", "def normalise(", "lessons.py:layer_norm"),
+    ("tokenizer.py", "    def decode(self, ids) -> str:", "    def to_text(self, ids) -> str:",
+     "tokenizer.py:CharTokenizer[encode,decode]"),
 ])
 def test_a_renamed_symbol_fails_the_build_naming_it(tmp_path, monkeypatch, file_name, old, new, spec):
     root = copy_sources(tmp_path)
     source = (root / file_name).read_text(encoding="utf-8")
     assert old in source
-    (root / file_name).write_text(source.replace(old, new), encoding="utf-8")
+    (root / file_name).write_text(source.replace(old, new, 1), encoding="utf-8")
     monkeypatch.setattr(guide, "REPO_ROOT", root)  # the build reads the listings from this copy
     with pytest.raises(guide.GuideError, match=re.escape(spec)):
-        guide.main(["--fast=True", f"--build_dir={tmp_path / 'build'}", f"--output={tmp_path / 'guide.pdf'}"])
+        guide.main(["--train=True", "--fast=True", f"--build_dir={tmp_path / 'build'}",
+                    f"--output={tmp_path / 'guide.pdf'}"])
     assert not (tmp_path / "guide.pdf").exists()
     assert not (tmp_path / "build" / "run").exists()  # it failed before training anything
 
@@ -179,64 +269,67 @@ def test_a_listing_of_something_that_does_not_exist_is_an_error(tmp_path):
     assert "model.py:NoSuchClass" in str(error.value) and "nosuchfile.py" in str(error.value)
 
 
-def test_textbook_attention_gives_the_models_output():
-    import torch
-    from model import CausalSelfAttention, GPTConfig, causal_mask
+# ---------------------------------------------------------------------------- the trained model
 
-    torch.manual_seed(0)
-    for use_sdpa in (True, False):
-        attn = CausalSelfAttention(GPTConfig(n_embd=48, n_head=4, block_size=16, use_sdpa=use_sdpa)).eval()
-        x = torch.randn(1, 11, 48)
-        ours, weights = guide.multi_head_attention(x[0], x[0], x[0], causal_mask(11, 0, "cpu"),
-                                                   *guide.textbook_weights(attn), 4)
-        with torch.no_grad():
-            torch.testing.assert_close(ours, attn(x)[0], atol=1e-5, rtol=1e-5)
-        assert torch.all(weights.triu(1) == 0)  # nothing attends to the future
-        torch.testing.assert_close(weights.sum(-1), torch.ones(4, 11))
+def test_the_recorded_quick_start_is_what_python_train_py_makes_today():
+    # The book's figures come from this run when there is no checkpoint of one's own; they
+    # describe the quick start only while its settings are still train.py's defaults.
+    import dataclasses
+
+    import train
+    ckpt = torch.load(QUICKSTART_RUN / "ckpt.pt", map_location="cpu", weights_only=False)
+    assert ckpt["config"] == dataclasses.asdict(train.resolve_config(train.TrainConfig(), "cpu", "float32"))
+    _, evals = metrics.read_metrics(QUICKSTART_RUN / "metrics.jsonl")
+    assert evals[-1]["iter"] == ckpt["iter_num"] == train.TrainConfig().max_iters
+    assert evals[-1]["val_loss"] == pytest.approx(ckpt["best_val_loss"])
+    readme = (QUICKSTART_RUN / "README.md").read_text(encoding="utf-8")
+    assert re.search(r"commit [0-9a-f]{7}", readme) and "`python train.py`" in readme
+    assert f"{ckpt['best_val_loss']:.4f}" in readme
 
 
-def test_the_numbers_in_the_pdf_come_from_the_run(built):
+def test_every_figure_and_number_comes_from_the_recorded_quick_start(built):
     _, build_dir, pdf, data = built
-    text = pdf_text(pdf)
-    metrics = [json.loads(line) for line in (build_dir / "run" / "metrics.jsonl").read_text().splitlines()]
-    last_eval = [m for m in metrics if m["event"] == "eval"][-1]
-    assert data["run"]["kind"] == "build" and data["run"]["iter_num"] == last_eval["iter"]
-    assert f"{last_eval['val_loss']:.3f}" in text  # the results table
+    text = flat(pdf_text(pdf))
+    _, evals = metrics.read_metrics(QUICKSTART_RUN / "metrics.jsonl")
+    run = data["run"]
+    assert run["kind"] == "recorded" and run["iter_num"] == evals[-1]["iter"]
+    assert Path(run["ckpt_dir"]) == Path(guide.GuideConfig().quickstart_dir)
+    assert f"val loss {evals[-1]['val_loss']:.4f} nats per character" in text  # the model box
     assert f"{data['perplexity']['loss']:.3f}" in text
-    assert data["attention"]["max_difference"] < 1e-4  # the textbook form agrees with the model
+    for figure in ("attention_grid", "next_token", "loss_curves", "embedding_similarity", "position_similarity"):
+        assert (build_dir / "figures" / f"{figure}.svg").is_file(), figure
+    # the teaching code of Part I agrees with the model's own layers, on the model's weights
+    checks = data["lessons"]["checks"]
+    assert max(checks["average"], checks["layer_norm"], checks["attention"], checks["gelu"]) < 1e-4
+    assert checks["gelu_vs_exact"] > 1e-4  # the tanh form is an approximation: not the same function
+    assert data["lessons"]["same_merges"]
+    assert data["attention"]["max_difference"] < 1e-4
     assert data["accumulation"]["max_difference"] < 1e-5  # 4 micro-batches = one batch of 12
     assert data["params"]["total"] == data["params"]["formula_total"] == 124_439_808
     assert all(s["text"] for s in data["samples"])
     assert all(r["same_tokens"] for r in data["kv_cache"])
+    # the trained model writes Shakespeare-like text: the greedy sample holds real words
+    words = re.findall(r"[a-z]+", " ".join(s["text"] for s in data["samples"]).lower())
+    assert sum(w in {"the", "and", "to", "of", "my", "you", "i", "a", "that", "is"} for w in words) >= 5
 
 
-def test_the_memory_figures_are_bench_pys_arithmetic_and_measurements(built):
-    import bench
-    import hf
-
-    _, build_dir, pdf, data = built
-    memory = data["memory"]
-    assert list(memory["models"]) == list(bench.GPT2_SIZES)  # all four in the state figure
-    for name, row in memory["models"].items():
-        shapes = bench.parameter_shapes(hf.gpt2_config(name))
-        assert row["ddp_bytes"] == bench.state_bytes_per_rank(shapes, 1, sharded=False)
-        assert row["fsdp_bytes"] == [bench.state_bytes_per_rank(shapes, n, sharded=True) for n in bench.WORLD_SIZES]
-    small = memory["models"]["gpt2"]
-    assert small["activation_bytes"]["checkpointed"] < small["activation_bytes"]["plain"]
-    assert (build_dir / "figures" / "memory.svg").is_file()
-    text = " ".join(pdf_text(pdf).split())  # one space wherever a line broke or was justified
-    assert "Sharded data parallel: FSDP" in text
-    assert f"needs {memory['models']['gpt2-xl']['ddp_bytes'] / 1e9:.1f} GB" in text
-    assert f"keeps {small['activation_bytes']['plain'] / 1e9:.2f} GB without checkpointing" in text
-
-
-def test_a_given_checkpoint_is_used_instead_of_training(built, tmp_path):
-    _, build_dir, _, _ = built
-    summary = guide.main(["--fast=True", f"--ckpt_dir={build_dir / 'run'}", f"--build_dir={tmp_path / 'build'}",
+def test_a_given_checkpoint_is_used_instead(built, tmp_path):
+    summary = guide.main(["--fast=True", f"--ckpt_dir={QUICKSTART_RUN}", f"--build_dir={tmp_path / 'build'}",
                           f"--output={tmp_path / 'guide.pdf'}"])
     data = json.loads((tmp_path / "build" / "data.json").read_text(encoding="utf-8"))
-    assert data["run"]["kind"] == "checkpoint" and summary["pages"] >= 25
+    assert data["run"]["kind"] == "checkpoint" and summary["pages"] >= 40
+    assert data["perplexity"] == built[3]["perplexity"]  # the same model: the same measurements
     assert not (tmp_path / "build" / "run").exists()  # nothing was trained
+
+
+def test_the_build_can_train_the_model_itself(tmp_path):
+    summary = guide.main(["--train=True", "--fast=True", f"--build_dir={tmp_path / 'build'}",
+                          f"--output={tmp_path / 'guide.pdf'}"])
+    data = json.loads((tmp_path / "build" / "data.json").read_text(encoding="utf-8"))
+    assert data["run"]["kind"] == "build" and data["run"]["iter_num"] == guide.FAST_SIZES["build_iters"]
+    assert (tmp_path / "build" / "run" / "ckpt.pt").is_file() and summary["pages"] >= 40
+    assert "--train=True" in data["build"]["command"]
+    assert f"a {data['run']['iter_num']}-iteration quick-start run" in flat(pdf_text(tmp_path / "guide.pdf"))
 
 
 def test_a_missing_checkpoint_folder_is_a_clear_error(tmp_path):
@@ -245,7 +338,267 @@ def test_a_missing_checkpoint_folder_is_a_clear_error(tmp_path):
                     f"--output={tmp_path / 'guide.pdf'}"])
 
 
-# ---------------------------------------------------------------------------- chapter 1's recorded runs
+def test_a_missing_recorded_quick_start_is_a_clear_error(tmp_path):
+    with pytest.raises(guide.GuideError, match="--quickstart_dir.*ckpt.pt"):
+        guide.main(["--fast=True", f"--quickstart_dir={tmp_path}", f"--build_dir={tmp_path / 'build'}",
+                    f"--output={tmp_path / 'guide.pdf'}"])
+
+
+# ---------------------------------------------------------------------------- the GPT-2 question
+
+def test_the_gpt2_comparison_is_answered_with_sources_and_commands(built):
+    _, _, pdf, _ = built
+    text = flat(pdf_text(pdf))
+    # the brief's ~35 is GPT-2 small's zero-shot LAMBADA perplexity: word-level, another dataset
+    for figure in ("35.13", "37.50", "LAMBADA", "WikiText-103"):
+        assert figure in text, figure
+    # the commands that put OpenAI's GPT-2 and a from-scratch 124M run on the same text here
+    for command in ("python train.py config/eval_gpt2.py", "python train.py config/train_gpt2.py",
+                    "python eval.py perplexity --init_from=gpt2 --dataset=shakespeare"):
+        assert command in text, command
+    assert "Published, not measured here" in text
+    for path in ("config/eval_gpt2.py", "config/train_gpt2.py"):
+        assert (guide.REPO_ROOT / path).is_file()
+
+
+def test_every_results_folder_the_book_cites_carries_its_date_commit_and_command(built):
+    _, _, pdf, _ = built
+    cited = set(re.findall(r"results/([a-z0-9-]+\d{4}-\d\d-\d\d)", pdf_text(pdf)))
+    assert {"cpu-quickstart-2026-12-06", "cpu-nanogpt-2026-12-06", "cpu-tokenizers-2026-12-03",
+            "cpu-optimizers-2026-12-04"} <= cited
+    assert not any(name.startswith(("h100", "h200")) for name in cited)  # no stale GPU figures
+    for name in cited:
+        readme = (guide.REPO_ROOT / "results" / name / "README.md").read_text(encoding="utf-8")
+        assert name[-10:] in readme, name  # the date
+        assert re.search(r"\bcommit [0-9a-f]{7}", readme), name
+        assert "python " in readme, name  # the command
+
+
+# ---------------------------------------------------------------------------- the exercises' answers
+# Each number the appendix prints was computed by the build (guide.exercise_answers); here it is
+# computed a second way, so an answer cannot drift from the code.
+
+def test_every_chapter_has_exercises_a_summary_and_its_answers(built):
+    _, _, pdf, _ = built
+    text = pdf_text(pdf)
+    body, _, appendix = text.partition("Answers to the exercises\n")
+    assert appendix, "the appendix of answers is missing"
+    assert body.count("Exercises\n") >= 11 and body.count("Summary\n") >= 11
+    for n in range(1, 12):
+        assert f"Chapter {n}\n" in appendix, f"no answers for chapter {n}"
+    assert text.count("Takeaway.") >= 30  # sections end with what to take away
+
+
+def test_the_token_counts_and_embedding_sizes(built, model):
+    _, _, _, data = built
+    from tokenizer import GPT2Tokenizer
+    x, line = data["exercises"], data["tokens"]["example"]
+    assert x["tokens_first_line"]["char"] == len(line)
+    assert x["tokens_first_line"]["gpt2"] == len(GPT2Tokenizer().encode(line))
+    assert x["tokens_first_line"]["learned"] < x["tokens_first_line"]["char"]
+    state = torch.load(QUICKSTART_RUN / "ckpt.pt", map_location="cpu", weights_only=False)["model"]
+    wte, wpe = state["transformer.wte.weight"], state["transformer.wpe.weight"]
+    assert x["embedding_params"] == wte.numel() + wpe.numel()
+    assert x["padded_vocab"] == wte.shape[0] == math.ceil(data["run"]["vocab_size"] / 64) * 64
+    # chapter 2's three lines of PyTorch find the neighbour the build's table shows
+    m, tokenizer = model
+    i = tokenizer.encode("t")[0]
+    w = m.transformer.wte.weight
+    w = w / w.norm(dim=1, keepdim=True)
+    top = (w @ w[i]).topk(2).indices.tolist()
+    assert top[0] == i and tokenizer.decode([top[1]]) == data["embeddings"]["neighbours"]["t"][0]["token"]
+
+
+def test_the_attention_and_model_answers(built):
+    _, _, _, data = built
+    x = data["exercises"]
+    assert x["score_std"] == pytest.approx(math.sqrt(x["head_size"]), rel=0.05)  # sqrt(d_k)
+    assert x["score_std_scaled"] == pytest.approx(1.0, rel=0.05)
+    # the untrained model's loss is ln V: the recorded run's first evaluation is near it
+    assert x["init_loss"] == pytest.approx(torch.nn.functional.cross_entropy(
+        torch.zeros(1, data["run"]["vocab_size"]), torch.tensor([0])).item())
+    assert data["run"]["first_eval"]["val_loss"] == pytest.approx(x["init_loss"], abs=0.1)
+    # GPT-2 without weight tying: count the model's tensors with the shared one counted twice
+    import hf
+    from model import GPT
+    config = hf.gpt2_config("gpt2")
+    with torch.device("meta"):
+        gpt2 = GPT(config)
+    twice = sum(p.numel() for _, p in gpt2.named_parameters(remove_duplicate=False))
+    padding = 2 * (config.padded_vocab_size - config.vocab_size) * config.n_embd  # rows no token uses
+    assert x["gpt2_untied"] == twice - padding
+
+
+def test_the_training_answers_against_the_recorded_run(built):
+    _, _, _, data = built
+    x, q = data["exercises"], data["run"]["config"]
+    assert x["total_tokens"] == data["run"]["iter_num"] * q["batch_size"] * q["block_size"]
+    # The learning rate the recorded run logged every 10 steps: linear in warmup, so step 35
+    # lies halfway between steps 30 and 40; the cosine is halfway down at the middle of its span.
+    logged = {r["iter"]: r["lr"] for r in metrics.read_metrics(QUICKSTART_RUN / "metrics.jsonl")[0]}
+    warm, middle = x["lr_steps"]
+    assert warm % 10 == 5 and warm < q["warmup_iters"]
+    assert x["lr_warmup"] == pytest.approx((logged[warm - 5] + logged[warm + 5]) / 2)
+    assert middle == (q["warmup_iters"] + q["lr_decay_iters"]) // 2
+    assert x["lr_middle"] == pytest.approx((q["learning_rate"] + q["min_lr"]) / 2)
+
+
+def test_the_generation_answers(built, model):
+    _, _, _, data = built
+    x = data["exercises"]
+    m, tokenizer = model
+    # the next-token probabilities at three temperatures, from the model's logits here
+    ids = tokenizer.encode(data["prompt"])[-m.config.block_size:]
+    with torch.no_grad():
+        logits = m(torch.tensor([ids]))[0][0, -1]
+    top = int(logits.argmax())
+    for key, t in (("top_prob", 1.0), ("top_prob_cold", 0.5), ("top_prob_hot", 1.5)):
+        assert data["next_token"][key] == pytest.approx(torch.softmax(logits / t, -1)[top].item(), rel=1e-5)
+    # positions through the model: the engine's window rules, followed by hand
+    block, length, fed_plain, fed_cached, cached = 64, 1, 0, 0, False
+    for _ in range(100):
+        if length == block:  # full: keep the newer half, and the cache must be refilled
+            length, cached = block // 2, False
+        fed_plain += length
+        fed_cached += 1 if cached else length
+        cached, length = True, length + 1
+    assert (x["positions_no_cache"], x["positions_cache"]) == (fed_plain, fed_cached)
+
+
+def test_the_evaluation_answers(built):
+    _, _, _, data = built
+    x, v = data["exercises"], data["run"]["vocab_size"]
+    uniform = torch.nn.functional.cross_entropy(torch.zeros(1, v), torch.tensor([3])).item()
+    assert x["uniform"]["loss"] == pytest.approx(uniform)
+    assert x["uniform"]["ppl"] == pytest.approx(math.exp(uniform))
+    assert x["uniform"]["bpb"] == pytest.approx(uniform / math.log(2))
+    p = data["perplexity"]  # a character model of ASCII text: one byte per token
+    assert p["bytes"] == p["tokens"] and x["loss_in_bits"] == pytest.approx(p["bpb"], rel=1e-5)
+
+
+def test_the_scaling_answers(built):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    import hf
+    from model import GPT
+    _, _, _, data = built
+    x = data["exercises"]
+    # FSDP on 4 GPUs: 16 bytes per parameter of GPT-2 medium (weights, gradients, two moments), a quarter each
+    with torch.device("meta"):
+        medium = GPT(hf.gpt2_config("gpt2-medium"))
+    assert x["fsdp_medium_4"] == pytest.approx(16 * sum(p.numel() for p in medium.parameters()) / 4, rel=0.01)
+    # a step of config/train_gpt2.py: PyTorch's FLOP counter on one sequence forward and backward
+    gpt2 = GPT(hf.gpt2_config("gpt2"))
+    gpt2.to("meta")
+    idx = torch.zeros(1, 1024, dtype=torch.long, device="meta")
+    with FlopCounterMode(display=False) as counter:
+        gpt2(idx, idx)[1].backward()
+    assert x["gpt2_step_flops"] == pytest.approx(counter.get_total_flops() * 512, rel=0.005)
+    # Newton-Schulz on c_fc: 5 iterations of 4 m^2 n + 2 m^3, m the smaller side
+    m, n = sorted(x["c_fc_shape"])
+    assert x["c_fc_shape"] == [4 * data["run"]["model_args"]["n_embd"], data["run"]["model_args"]["n_embd"]]
+    assert x["ns_flops_c_fc"] == data["optimizer_runs"]["ns_steps"] * (4 * m * m * n + 2 * m ** 3)
+
+
+def test_the_nanogpt_ratio_is_the_recorded_runs(built):
+    _, _, pdf, data = built
+    folder = guide.REPO_ROOT / guide.GuideConfig().nanogpt_results_dir
+    readme = (folder / "README.md").read_text(encoding="utf-8")
+    medians = dict(re.findall(r"\| (nanoGPT's CPU recipe|ours, `python train.py`) \|.*\*\*([\d.]+) s\*\*", readme))
+    ratio = float(medians["nanoGPT's CPU recipe"]) / float(medians["ours, `python train.py`"])
+    shown = data["nanogpt"]["nanogpt"]["median_seconds"] / data["nanogpt"]["ours"]["median_seconds"]
+    assert shown == pytest.approx(ratio, abs=0.01)
+    assert f"{shown:.2f} times" in flat(pdf_text(pdf))
+
+
+# ---------------------------------------------------------------------------- layout
+
+RAW_TYPST = re.compile(r"#(raw|fix|int-fmt|sci|pct|if|let|listing|d\.)\b|\belse \[|\bd\.(run|build|exercises)\.")
+
+
+def typst_in(text):
+    """Lines of PDF text that show Typst source instead of what it should have made."""
+    return [line.strip() for line in text.splitlines() if RAW_TYPST.search(line)]
+
+
+def swallowed_semicolons(source):
+    """Places in Typst markup where `;` directly follows an embedded expression (#f(x); or
+    #(x);): Typst ends the expression there and drops the semicolon from the page."""
+    found = []
+    for line in source.splitlines():
+        if line.lstrip().startswith("//"):
+            continue
+        for m in re.finditer(r"#[\w.-]*(\((?:[^()\"]|\"[^\"]*\"|\([^()]*\))*\)|\[[^\]]*\])*;", line):
+            if re.match(r"#[\w.-]*[(\[]", m.group(0)):
+                found.append(line.strip())
+    return found
+
+
+def test_the_layout_checks_catch_what_they_look_for():
+    assert typst_in("the top-p figure else [Top-p 0.9 keeps the likeliest]")
+    assert typst_in("loss #fix(d.run.best_val_loss, 4) nats")
+    assert not typst_in("x = self.transformer.wte(idx)  # (B, T, C)\nbest val loss 1.6427")
+    assert swallowed_semicolons('the optimizer #raw("torch.optim.Muon"); what') == [
+        'the optimizer #raw("torch.optim.Muon"); what']
+    assert swallowed_semicolons("has perplexity #(d.run.vocab_size); the trained")
+    assert not swallowed_semicolons('the optimizer #raw("torch.optim.Muon")\\; what (a; b)')
+
+
+def test_the_pdf_has_no_typst_source_prime_or_swallowed_semicolon(built):
+    _, build_dir, pdf, _ = built
+    text = pdf_text(pdf)
+    listings = json.loads((build_dir / "listings.json").read_text(encoding="utf-8"))
+    code = {re.sub(r"\s+", "", line) for listing in listings.values() for line in listing["text"].splitlines()}
+    assert [line for line in typst_in(text) if re.sub(r"\s+", "", line) not in code] == []
+    assert not re.search(r"\d′", text), "an ASCII apostrophe after a digit prints as a prime: write ’"
+    for path in sorted(guide.GUIDE_DIR.glob("*.typ")):
+        source = path.read_text(encoding="utf-8")
+        assert not swallowed_semicolons(source), (path.name, swallowed_semicolons(source))
+        # an inline code string with a line break in it prints the break
+        assert not re.search(r'#raw\("[^"\n]*\n', source), path.name
+
+
+def test_no_listing_is_set_below_7_points_or_runs_past_the_margin(built):
+    _, build_dir, _, _ = built
+    listings = json.loads((build_dir / "listings.json").read_text(encoding="utf-8"))
+    for spec, listing in listings.items():
+        assert listing["size"] >= 7.0, spec
+        width = listing["longest"] * guide.CODE_ADVANCE_EM * listing["size"]
+        assert width <= guide.CODE_WIDTH_PT, f"{spec}: a line of {listing['longest']} characters does not fit"
+
+
+def page_fill(pdf):
+    """For each page, how far down its body the ink reaches (0 = nothing, 1 = the bottom margin),
+    read from the page rendered in grey at 24 dpi; and the text of each page."""
+    if shutil.which("pdftoppm") is None:
+        pytest.skip("pdftoppm (poppler-utils) is not installed")
+    from PIL import Image
+    out = Path(pdf).parent / "pages"
+    out.mkdir(exist_ok=True)
+    subprocess.run(["pdftoppm", "-gray", "-r", "24", str(pdf), str(out / "p")], check=True)
+    fills = []
+    for path in sorted(out.glob("p-*.pgm")):
+        ink = np.asarray(Image.open(path)) < 200
+        top, bottom = round(2.3 / 2.54 * 24), ink.shape[0] - round(2.2 / 2.54 * 24)  # the body's margins
+        rows = np.nonzero(ink[top:bottom].any(axis=1))[0]
+        fills.append((rows.max() + 1) / (bottom - top) if rows.size else 0.0)
+    return fills, pdf_text(pdf).split("\f")
+
+
+def test_no_page_is_near_empty_unless_a_chapter_ends_there(built):
+    _, _, pdf, _ = built
+    fills, pages = page_fill(pdf)
+    opens = re.compile(r"^\s*(Chapter \d+|Appendix [A-Z]|Part [IV]+:|How to read this book)", re.MULTILINE)
+    for n, fill in enumerate(fills):
+        assert fill > 0.05, f"page {n + 1} is blank"
+        ends_a_chapter = n + 1 == len(fills) or bool(opens.search(pages[n + 1][:200]))
+        is_a_part_page = bool(re.match(r"\s*Part [IV]+:", pages[n]))
+        if n == 0 or ends_a_chapter or is_a_part_page:
+            continue
+        assert fill > 0.4, f"page {n + 1} is {fill:.0%} full and no chapter ends there"
+
+
+# ---------------------------------------------------------------------------- the recorded experiments
 
 TOKENIZER_RUNS = guide.REPO_ROOT / guide.GuideConfig().tokenizer_results_dir
 OPTIMIZER_RUNS = guide.REPO_ROOT / guide.GuideConfig().optimizer_results_dir
@@ -295,7 +648,7 @@ def test_the_recorded_tokenizers_are_the_ones_this_code_makes(built):
     assert data["tokens"]["first_merges"][:2] == ["Ġ t", "h e"]
 
 
-def test_chapter_1_shows_the_experiment_and_chapter_6_bits_per_byte(built):
+def test_chapter_10_shows_the_experiment_and_chapter_7_bits_per_byte(built):
     _, build_dir, pdf, data = built
     assert (build_dir / "figures" / "tokenizer_curves.svg").is_file()
     text = " ".join(pdf_text(pdf).split())
@@ -355,7 +708,7 @@ def test_an_incomplete_optimizer_runs_folder_is_a_clear_error(tmp_path, remove):
     assert "--optimizer_results_dir" in str(error.value)
 
 
-def test_chapter_4_shows_the_optimizer_table(built):
+def test_chapter_9_shows_the_optimizer_table(built):
     _, build_dir, pdf, data = built
     assert (build_dir / "figures" / "optimizer_curves.svg").is_file()
     text = " ".join(pdf_text(pdf).split())
@@ -372,3 +725,23 @@ def test_read_metrics_splits_the_events_and_skips_a_line_cut_short(tmp_path):
     assert eval_records == [{"event": "eval", "iter": 0, "val_loss": 4.2}]
     assert train_records == [{"event": "train", "iter": 0, "loss": 4.1}]
     assert metrics.read_metrics(tmp_path / "missing.jsonl") == ([], [])
+
+
+def test_the_memory_figures_are_bench_pys_arithmetic_and_measurements(built):
+    import bench
+    import hf
+
+    _, build_dir, pdf, data = built
+    memory = data["memory"]
+    assert list(memory["models"]) == list(bench.GPT2_SIZES)  # all four in the state figure
+    for name, row in memory["models"].items():
+        shapes = bench.parameter_shapes(hf.gpt2_config(name))
+        assert row["ddp_bytes"] == bench.state_bytes_per_rank(shapes, 1, sharded=False)
+        assert row["fsdp_bytes"] == [bench.state_bytes_per_rank(shapes, n, sharded=True) for n in bench.WORLD_SIZES]
+    small = memory["models"]["gpt2"]
+    assert small["activation_bytes"]["checkpointed"] < small["activation_bytes"]["plain"]
+    assert (build_dir / "figures" / "memory.svg").is_file()
+    text = flat(pdf_text(pdf))
+    assert "Sharded data parallel: FSDP" in text
+    assert f"GPT-2 124M needs {small['ddp_bytes'] / 1e9:.1f} GB" in text
+    assert f"keeps {small['activation_bytes']['plain'] / 1e9:.2f} GB without checkpointing" in text

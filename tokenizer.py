@@ -107,7 +107,8 @@ class CharTokenizer:
             shown = ", ".join(repr(c) for c in sorted(unknown)[:20])
             more = f" (and {len(unknown) - 20} more)" if len(unknown) > 20 else ""
             raise TokenizerError(
-                f"{len(unknown)} character(s) not in this {self.vocab_size}-character vocabulary: {shown}{more}. "
+                f"{len(unknown)} character(s) not in this {self.vocab_size}-character vocabulary: "
+                f"{shown}{more}. "
                 "A character tokenizer only knows the characters of the text it was built from; "
                 "remove them, or prepare a dataset that contains them"
             )
@@ -153,7 +154,8 @@ def train_bpe(text: str, vocab_size: int, eot: bool = False) -> list[tuple[bytes
     num_merges = vocab_size - 256 - int(eot)
     if num_merges < 0:
         raise TokenizerError(f"vocab_size={vocab_size} is too small: byte-level BPE starts from the 256 "
-                             f"bytes{' and <|endoftext|>' if eot else ''}; use --vocab_size={256 + int(eot)} or more")
+                             f"bytes{' and <|endoftext|>' if eot else ''}; "
+                             f"use --vocab_size={256 + int(eot)} or more")
 
     # 1. Pre-tokenize: split the text into chunks and count the distinct ones.
     chunk_counts = count_chunks(text, eot)
@@ -181,7 +183,8 @@ def train_bpe(text: str, vocab_size: int, eot: bool = False) -> list[tuple[bytes
         if pair is None:
             raise TokenizerError(
                 f"vocab_size={vocab_size} is more than this text can give: after {len(merges)} merges every "
-                f"chunk is a single token; use --vocab_size={len(token_bytes) + int(eot)} or less, or more text")
+                f"chunk is a single token; use --vocab_size={len(token_bytes) + int(eot)} or less, "
+                "or more text")
         left, right = token_bytes[pair[0]], token_bytes[pair[1]]
         merges.append((left, right))
         new_id = len(token_bytes)
