@@ -101,7 +101,7 @@ class GuideConfig:
 
 
 # Measurement sizes: the full book, and the tiny version the tests build.
-FULL_SIZES = dict(sample_tokens=240, ppl_tokens=30_000, kv_new_tokens=100,
+FULL_SIZES = dict(sample_tokens=240, ppl_tokens=None, kv_new_tokens=100,
                   kv_long_block=256, kv_long_prompt=192, kv_long_tokens=60, kv_repeats=1, depths=(1, 2, 4, 8, 16, 32), scale_trials=32,
                   memory_models=bench.GPT2_SIZES, memory_block=1024)
 FAST_SIZES = dict(sample_tokens=40, ppl_tokens=4_000, kv_new_tokens=24,
@@ -1250,8 +1250,8 @@ def build(cfg):
     results["samples"] = timed("samples", sample_data, model, tokenizer, prompt, sizes["sample_tokens"], cfg.seed)
     results["kv_cache"] = timed("kv cache bench", kv_cache_data, sizes, cfg.device)
     results["perplexity"] = timed("perplexity", perplexity_data, model, dataset_dir, tokenizer, sizes["ppl_tokens"])
-    results["perplexity"]["command"] = (f"python eval.py perplexity --out_dir={shown_path(ckpt_dir)} "
-                                     f"--dataset={dataset} --max_tokens={sizes['ppl_tokens']}")
+    results["perplexity"]["command"] = (f"python eval.py perplexity --out_dir={shown_path(ckpt_dir)} --dataset={dataset}"
+                                        + (f" --max_tokens={sizes['ppl_tokens']}" if sizes["ppl_tokens"] else ""))
     results["nanogpt"] = timed("nanogpt side by side", nanogpt_results, cfg.nanogpt_results_dir)
     if eval_records:
         title = {"build": "the quick start, trained by this build", "quickstart": "the quick start (out/)",

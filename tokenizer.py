@@ -80,6 +80,15 @@ class TokenizerError(UserError):
 # Characters
 
 
+def unknown_characters(unknown, vocab_size):
+    """CharTokenizer.encode's error: which characters it has no id for, and the fix."""
+    shown = ", ".join(repr(c) for c in sorted(unknown)[:20])
+    more = f" (and {len(unknown) - 20} more)" if len(unknown) > 20 else ""
+    return (f"{len(unknown)} character(s) not in this {vocab_size}-character vocabulary: {shown}{more}. "
+            "A character tokenizer only knows the characters of the text it was built from; "
+            "remove them, or prepare a dataset that contains them")
+
+
 class CharTokenizer:
     """One id per character; the vocabulary is the list of characters, in id order."""
 
@@ -103,15 +112,8 @@ class CharTokenizer:
 
     def encode(self, text: str) -> list[int]:
         unknown = set(text) - self.stoi.keys()
-        if unknown:
-            shown = ", ".join(repr(c) for c in sorted(unknown)[:20])
-            more = f" (and {len(unknown) - 20} more)" if len(unknown) > 20 else ""
-            raise TokenizerError(
-                f"{len(unknown)} character(s) not in this {self.vocab_size}-character vocabulary: "
-                f"{shown}{more}. "
-                "A character tokenizer only knows the characters of the text it was built from; "
-                "remove them, or prepare a dataset that contains them"
-            )
+        if unknown:  # only the characters of the text the vocabulary was built from have an id
+            raise TokenizerError(unknown_characters(unknown, self.vocab_size))
         return [self.stoi[c] for c in text]
 
     def decode(self, ids) -> str:
