@@ -8,7 +8,8 @@ Checkpoints: saving a run so that nothing is lost, and loading a trained model b
   strings and containers, never code that runs when the file is opened. A missing, truncated or
   unsafe file is a CheckpointError naming the file and what to do.
 - `load_model()` gives sample.py and eval.py a model ready for inference, with its tokenizer,
-  from a training run's out_dir or from OpenAI's GPT-2 weights.
+  from a training run's out_dir or from OpenAI's GPT-2 weights; `model_to_train()` gives
+  train.py the model a run starts from (scratch, resumed, another run's weights, or GPT-2's).
 
 A training checkpoint is the plain dict train.py's `save()` builds: the weights and the
 optimizer's state by parameter name (`state_dicts()`, which says why by name), the iteration, the
@@ -35,10 +36,11 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_state
 from torch.distributed.tensor import DTensor
 
 import hf
-from common import UserError, open_atomic, write_atomic
+from common import ConfigError, UserError, open_atomic, write_atomic
+from data import DataError
 from distributed import unwrap_model
 from model import GPT, GPTConfig
-from tokenizer import GPT2Tokenizer, tokenizer_from_meta
+from tokenizer import tokenizer_from_meta
 
 CHECKPOINT_NAME = "ckpt.pt"  # what train.py writes in out_dir, and sample.py and eval.py read
 SHARDED_POINTER = "ckpt.json"  # an FSDP run's out_dir: names the newest complete ckpt-<iter>/ folder
@@ -285,6 +287,46 @@ def model_from_checkpoint(checkpoint, **overrides):
     return model
 
 
+def model_to_train(cfg, meta, model_args=None):
+    """The GPT a train.py run (cfg) starts from, for a dataset with this meta.json: from scratch;
+    in a resumed checkpoint's shape (model_args; its weights go in once it is wrapped, as FSDP
+    shards them); with another run's weights (init_from='checkpoint': finetuning, a new run with
+    a fresh optimizer); or with OpenAI's GPT-2 weights. A chat dataset (sft.py) adds rows for
+    its chat tokens to a base model. The dataset's tokenizer must be the model's."""
+    if model_args is not None:
+        model = GPT(GPTConfig(**dict(model_args, dropout=cfg.dropout)), cfg.activation_checkpointing)
+    elif cfg.init_from in hf.GPT2_MODELS:
+        if meta.get("tokenizer") != "gpt2":
+            raise DataError(f"init_from={cfg.init_from} needs a dataset tokenized with GPT-2's "
+                            f"tokenizer (e.g. shakespeare, fineweb10B); {cfg.dataset} uses "
+                            f"{meta.get('tokenizer')!r}")
+        model = hf.from_pretrained(cfg.init_from, cfg.activation_checkpointing, dropout=cfg.dropout)
+    elif cfg.init_from == "checkpoint":
+        start = load_training_checkpoint(cfg.init_dir)
+        fields = ("tokenizer", "chars", "merges_sha256")  # what makes two tokenizers the same
+        if any(start["meta"].get(k) != meta.get(k) for k in fields):
+            raise DataError(f"dataset {cfg.dataset} is not tokenized as {start['path']}'s model was "
+                            f"(its {start['meta'].get('tokenizer')!r} tokenizer); prepare it with that "
+                            f"model's tokenizer, e.g. --tokenizer_of={start['meta'].get('name')}")
+        model = model_from_checkpoint(start, dropout=cfg.dropout)
+        model.activation_checkpointing = cfg.activation_checkpointing
+    else:
+        config = GPTConfig(block_size=cfg.block_size, vocab_size=meta["vocab_size"], n_layer=cfg.n_layer,
+                           n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias)
+        model = GPT(config, cfg.activation_checkpointing)
+    if meta.get("chat_tokens") and meta["vocab_size"] > model.config.vocab_size:
+        import sft  # here: sft.py is finetuning's, and imports what this file does
+        model = sft.with_chat_tokens(model, meta["vocab_size"])
+    context, vocab = model.config.block_size, model.config.vocab_size
+    if cfg.block_size > context:
+        raise ConfigError(f"block_size={cfg.block_size} is longer than the model's context of "
+                        f"{context}; use --block_size={context} or less")
+    if meta["vocab_size"] > vocab:
+        raise DataError(f"dataset {cfg.dataset} has {meta['vocab_size']} token ids but the model "
+                        f"only {vocab}: it was trained on another tokenizer")
+    return model
+
+
 def load_model(init_from, out_dir, device):
     """Return (model in eval mode on `device`, its tokenizer, a description of where it came from).
 
@@ -308,7 +350,7 @@ def load_model(init_from, out_dir, device):
         model = hf.from_pretrained(init_from)
         meta = {"tokenizer": "gpt2"}
         source = init_from
-    tokenizer = tokenizer_from_meta(meta) if meta["tokenizer"] != "gpt2" else GPT2Tokenizer()
+    tokenizer = tokenizer_from_meta(meta)
     if tokenizer.vocab_size != model.config.vocab_size:
         raise CheckpointError(
             f"{source}: the model's vocabulary has {model.config.vocab_size} tokens but its "

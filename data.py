@@ -8,6 +8,9 @@ which files) next to the tokens themselves, in one of two formats:
   fits (vocab_size <= 65536, true for GPT-2's 50257), else uint32. prepare.py writes these.
 - "shards": llm.c's token files (a 256 x int32 header: magic 20240520, version 1, token count;
   then uint16 tokens), as FineWeb comes pre-tokenized. A split may be many shards.
+- "chat": conversations for finetuning (sft.py renders them): train.npz and val.npz, each the
+  conversations' token ids end to end ("ids"), a mask that is 1 on the tokens the assistant
+  writes ("mask"), and where each conversation starts ("offsets", one more than there are).
 
 What lives here:
   - writing and checking those files (`to_token_array`, `write_meta`, `write_shard`,
@@ -16,6 +19,9 @@ What lives here:
     (train.py, bench.py), fixed random batches for train.py's quick evaluations, and
     `consecutive_batches()`, every token of a split once, in order, for exact perplexity (eval.py,
     guide.py). Both open files through `open_split()` and read rows through `read_rows()`;
+  - `ChatLoader`, the same interface for a "chat" dataset: random whole conversations, padded to
+    the longest of the batch, each with its mask (`write_chat_split` writes them); `open_loader`
+    picks the reader a dataset's format needs;
   - `load_split()`: a split's whole token arrays, for looking at small datasets (guide.py, tests);
   - `LossSums`: an evaluation's mean loss per token and its loss per byte of text (bits per byte,
     which models with different tokenizers can share), both from one pass of per-token losses
@@ -45,7 +51,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from common import UserError, write_atomic
+from common import UserError, open_atomic, write_atomic
 from tokenizer import TokenizerError, tokenizer_from_meta
 
 DATA_DIR = Path(__file__).resolve().parent / "data"  # default home of all datasets
@@ -348,6 +354,80 @@ class BatchLoader:
     def load_state_dict(self, state):
         self.generator.set_state(state["generator"])
         self.batches_drawn = state["batches_drawn"]
+
+
+def write_chat_split(path, rendered, vocab_size) -> None:
+    """Write one split of a chat dataset: rendered is a list of (ids, mask) conversations."""
+    offsets = np.cumsum([0] + [len(ids) for ids, _ in rendered], dtype=np.int64)
+    ids = to_token_array([i for ids, _ in rendered for i in ids], vocab_size)
+    mask = np.array([m for _, mask in rendered for m in mask], dtype=np.uint8)
+    with open_atomic(path) as f:  # all or nothing: a half-written split never loads
+        np.savez(f, ids=ids, mask=mask, offsets=offsets)
+
+
+class ChatLoader:
+    """
+    Batches of whole conversations from a "chat" dataset, with the same interface as BatchLoader.
+    next_windows() returns (windows, mask): B random conversations, each as its tokens, padded
+    with 0 up to the batch's longest (at most block_size + 1 tokens: the model reads block_size
+    and predicts one more), and a mask that is True where a token is the assistant's to write,
+    False on everything else and on the padding. train.inputs_and_targets turns every target
+    the mask leaves out into -1, which the loss skips. One conversation per row, padded rather
+    than packed: a row never attends across two conversations, and at this size the padding
+    costs little. The generator is checkpointed, as BatchLoader's.
+    """
+
+    def __init__(self, dataset_dir, batch_size, block_size, device="cpu", seed=1337, rank=0, world_size=1):
+        self.dataset_dir = Path(dataset_dir)
+        self.batch_size, self.block_size, self.device = batch_size, block_size, device
+        self.rank, self.world_size = rank, world_size
+        self.meta = load_meta(self.dataset_dir)
+        self.splits = {}
+        for split in ("train", "val"):
+            with np.load(self.dataset_dir / f"{split}.npz", allow_pickle=False) as f:  # never pickle
+                self.splits[split] = (f["ids"], f["mask"].astype(bool), f["offsets"])
+            lengths = np.diff(self.splits[split][2])
+            if len(lengths) == 0 or lengths.max() > block_size + 1:
+                longest = int(lengths.max()) if len(lengths) else 0
+                raise DataError(f"the {split} split of {self.dataset_dir} has {len(lengths)} conversations, "
+                                f"the longest {longest} tokens: block_size={block_size} needs at least one, "
+                                f"none over {block_size + 1}; use --block_size={max(longest - 1, 1)} or more")
+        self.generator = torch.Generator().manual_seed(seed)
+        self.batches_drawn = 0
+
+    def _read(self, split, picks):
+        ids, mask, offsets = self.splits[split]
+        rows = [(ids[offsets[i]:offsets[i + 1]], mask[offsets[i]:offsets[i + 1]]) for i in picks]
+        width = max(len(r) for r, _ in rows)
+        windows = torch.zeros(len(rows), width, dtype=torch.long)
+        learn = torch.zeros(len(rows), width, dtype=torch.bool)
+        for k, (r, m) in enumerate(rows):
+            windows[k, :len(r)] = torch.from_numpy(r.astype(np.int64))
+            learn[k, :len(m)] = torch.from_numpy(m)
+        return to_device((windows, learn), self.device)
+
+    def _draw(self, split, generator):
+        return torch.randint(len(self.splits[split][2]) - 1, (self.batch_size,), generator=generator).tolist()
+
+    def next_windows(self):
+        """This rank's next B conversations, (windows, mask), each (B, <= block_size + 1)."""
+        picks = [self._draw("train", self.generator) for _ in range(self.world_size)][self.rank]
+        self.batches_drawn += 1
+        return self._read("train", picks)
+
+    def eval_windows(self, split, num_batches, seed=0):
+        generator = torch.Generator().manual_seed(seed)
+        for _ in range(num_batches):
+            yield self._read(split, self._draw(split, generator))
+
+    token_bytes = BatchLoader.token_bytes
+    state_dict, load_state_dict = BatchLoader.state_dict, BatchLoader.load_state_dict
+
+
+def open_loader(dataset_dir, *args, **kwargs):
+    """The reader a dataset's format needs: ChatLoader for "chat", else BatchLoader."""
+    chat = load_meta(dataset_dir).get("format") == "chat"
+    return (ChatLoader if chat else BatchLoader)(dataset_dir, *args, **kwargs)
 
 
 def consecutive_batches(dataset_dir, split, block_size, batch_size, device="cpu"):

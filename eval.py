@@ -5,6 +5,7 @@ training loss:
     python eval.py perplexity --out_dir=out               # held-out perplexity of a checkpoint
     python eval.py perplexity --init_from=gpt2 --dataset=shakespeare
     python eval.py hellaswag --init_from=gpt2 [--limit=500]   # commonsense multiple choice
+    python eval.py task --out_dir=out-spelling            # a chat model: exact match on a task
 
 Perplexity = exp(mean cross-entropy) on text the model never trained on: "the model is as unsure
 as if it picked uniformly among this many tokens". It is only comparable between models with
@@ -19,6 +20,12 @@ is scored "completion style", as GPT-2's published figures in build-nanogpt and 
 prompt or instructions, the model just reads context + ending and we compare how likely each
 ending is. `acc` picks the ending with the lowest total loss; `acc_norm` the lowest loss per
 token, which removes the bias towards short endings. Random guessing scores 0.25.
+
+A task asks the question directly: give the model a prompt and score its answer. `task` reads
+conversations (the built-in spelling task's held-out words, or any JSONL file of conversations
+whose last assistant turn is the expected answer), answers each last user turn greedily, and
+counts the exact matches (sft.exact_match). A base model, with no chat tokens yet, is given them
+as finetuning would (sft.with_chat_tokens): its score is where finetuning starts.
 """
 
 import contextlib
@@ -40,9 +47,10 @@ from configurator import help_text, parse_config
 from data import DataError, LossSums, consecutive_batches, dataset_path, load_meta
 from download import DownloadError, cache_dir, download
 from hf import check_name_or_path
+import sft
 from tokenizer import tokenizer_from_meta
 
-TASKS = ("perplexity", "hellaswag")
+TASKS = ("perplexity", "hellaswag", "task")
 
 # The official validation set (10,042 items) from the HellaSwag authors' repository. Override
 # the base with HELLASWAG_BASE_URL to use a mirror.
@@ -57,7 +65,9 @@ class EvalConfig:
     dataset: str = "shakespeare_char"  # perplexity: which prepared dataset (data/<dataset>/)
     split: Literal["val", "train"] = "val"  # perplexity: which split of it
     max_tokens: Optional[int] = None  # perplexity: stop after this many tokens (None = all)
-    limit: Optional[int] = None  # hellaswag: only the first N items (None = all 10,042)
+    limit: Optional[int] = None  # hellaswag, task: only the first N items (None = all)
+    # task: 'spelling' (the built-in task's held-out words) or a JSONL file of conversations
+    conversations: str = "spelling"
     batch_size: int = 8  # windows (perplexity) or items (hellaswag, 4 rows each) per forward
     device: str = "auto"  # 'auto' = cuda, then mps, then cpu; or e.g. 'cpu', 'cuda:1'
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # 'auto' = bfloat16 on recent GPUs, float32 on CPU
@@ -202,6 +212,26 @@ def hellaswag(model, items, tokenizer, batch_size=8, device="cpu", ctx=None, pro
 
 # --------------------------------------------------------------------------------------------
 
+def task_conversations(name):
+    """The conversations of eval.py task: the built-in task's held-out split, or a JSONL file."""
+    if name == "spelling":
+        from prepare import SHAKESPEARE_PATH, read_text_file  # here: only this task needs the text
+        return sft.spelling_conversations(read_text_file(SHAKESPEARE_PATH))["val"]
+    if not os.path.isfile(name):
+        raise ConfigError(f"--conversations={name}: no such file; give 'spelling' or a JSONL file of conversations")
+    return sft.read_conversations(name)
+
+
+def chat_model(model, tokenizer):
+    """A chat model as it is; a base model with the chat tokens added, as finetuning adds them."""
+    if isinstance(tokenizer, sft.ChatTokenizer):
+        return model, tokenizer
+    print("the model has no chat tokens yet: adding them as finetuning does (sft.with_chat_tokens)",
+          file=sys.stderr)
+    tokenizer = sft.ChatTokenizer(tokenizer)
+    return sft.with_chat_tokens(model, tokenizer.vocab_size).eval(), tokenizer
+
+
 def parse_args(argv):
     """(task, the checked EvalConfig) of a command line, before any model is loaded."""
     if not argv or argv[0] in ("-h", "--help"):
@@ -234,6 +264,7 @@ def main(argv=None):
         # Token ids only mean the same thing under the same vocabulary: two character-level
         # datasets number their characters differently unless they have the very same set.
         data_tokenizer = tokenizer_from_meta(load_meta(dataset_dir))
+        tokenizer = getattr(tokenizer, "base", tokenizer)  # a chat model reads its base model's text
         if (data_tokenizer.name != tokenizer.name  # a GPT-2 tokenizer has no chars: None == None
                 or getattr(data_tokenizer, "chars", None) != getattr(tokenizer, "chars", None)
                 or getattr(data_tokenizer, "merges", None) != getattr(tokenizer, "merges", None)
@@ -249,6 +280,14 @@ def main(argv=None):
         result = perplexity(model, batches, cfg.max_tokens, ctx, token_bytes)
         print(f"{cfg.dataset} {cfg.split}: loss {result['loss']:.4f}, {result['bpb']:.4f} bits per byte, "
               f"perplexity {result['ppl']:.2f} over {result['tokens']:,} tokens ({result['bytes']:,} bytes)")
+    elif task == "task":
+        model, tokenizer = chat_model(model, tokenizer)
+        conversations = task_conversations(cfg.conversations)[:cfg.limit]
+        accuracy, answers = sft.exact_match(model, tokenizer, conversations)
+        result = dict(accuracy=accuracy, correct=round(accuracy * len(answers)), n=len(answers),
+                      conversations=cfg.conversations, wrong=[dict(prompt=p, expected=e, got=g)
+                                                          for p, e, g in answers if e != g][:20])
+        print(f"task {cfg.conversations}: exact match {accuracy:.4f} ({result['correct']} of {result['n']})")
     else:
         items = read_hellaswag(hellaswag_path(), cfg.limit)
         result = hellaswag(model, items, tokenizer, cfg.batch_size, device, ctx)

@@ -7,6 +7,9 @@
     python prepare.py fineweb10B --num_shards=2  # pre-tokenized FineWeb shards (~200 MB each)
     python prepare.py text --input=my.txt --tokenizer=gpt2 --name=mytext
     python prepare.py text --input=stories.txt --tokenizer=bpe --vocab_size=4096 --eot
+    python prepare.py spelling                 # the built-in chat task, for finetuning the quick start
+    python prepare.py chat --input=talks.jsonl --tokenizer_of=shakespeare_char --block_size=64
+    python prepare.py dolly                    # databricks-dolly-15k, for finetuning GPT-2
 
 This file holds the sources only: where the text comes from, how it is split and tokenized.
 The file formats (train.bin/val.bin + meta.json, llm.c shards), their checks, and the reader
@@ -23,6 +26,15 @@ Design choices:
   token (bpe: its last id; gpt2: 50256) instead of 13 characters, as between GPT-2's documents.
 - meta.json is deleted first and written last, so a folder with a meta.json is a complete
   dataset, even after a crash midway.
+- Conversations (chat, spelling, dolly) are written with the tokenizer of the model they will
+  finetune (--tokenizer_of: a prepared dataset's, or gpt2) plus the chat tokens (sft.py). The
+  last 10% of a file's conversations are validation. A conversation longer than the context is
+  an error naming its line in your own file; in the public dataset it is skipped and counted.
+- databricks-dolly-15k (15,011 instructions and answers written by Databricks employees, CC BY-SA
+  3.0: usable for any purpose with attribution, unlike Alpaca's non-commercial licence and
+  machine-written answers) is downloaded from the Hugging Face dataset repo
+  databricks/databricks-dolly-15k; its size is checked against the server's, and every line
+  must parse, or nothing is written.
 - FineWeb comes pre-tokenized with GPT-2 in llm.c's shard format from the Hugging Face dataset
   repo kjj0/fineweb10B-gpt2. Each shard is checked after download and deleted if bad, so a bad
   shard never reaches training.
@@ -36,15 +48,16 @@ from pathlib import Path
 from common import ConfigError, run_command
 from common import write_atomic
 from data import (SHAKESPEARE_BPE_NAME, DataError, ShardError, dataset_path, dtype_for_vocab, load_meta,
-                  to_token_array, validate_shard, write_meta)
+                  load_split, to_token_array, validate_shard, write_chat_split, write_meta)
 from download import download, hf_url
-from tokenizer import GPT2_EOT, GPT2_VOCAB_SIZE, BPETokenizer, CharTokenizer, GPT2Tokenizer
+from tokenizer import GPT2_EOT, GPT2_VOCAB_SIZE, BPETokenizer, CharTokenizer, GPT2Tokenizer, tokenizer_from_meta
 
 REPO_ROOT = Path(__file__).resolve().parent
 SHAKESPEARE_PATH = REPO_ROOT / "assets" / "tinyshakespeare.txt"
 VAL_FRACTION = 0.1
 
 FINEWEB_REPO = "kjj0/fineweb10B-gpt2"
+DOLLY_REPO, DOLLY_FILE = "databricks/databricks-dolly-15k", "databricks-dolly-15k.jsonl"
 FINEWEB_MAX_TRAIN_SHARDS = 103  # ~100M tokens each: 103 shards are the full 10B-token sample
 
 # ----------------------------------------------------------------------------
@@ -216,6 +229,119 @@ def prepare_fineweb(num_shards: int = 1, data_dir=None, name: str = "fineweb10B"
 
 
 # ----------------------------------------------------------------------------
+# conversations, for supervised finetuning (the chat format is sft.py's)
+
+TOKENIZER_FIELDS = ("tokenizer", "vocab_size", "chars", "merges", "merges_sha256", "eot")
+
+
+def tokenizer_meta(tokenizer_of: str, data_dir=None) -> dict:
+    """The tokenizer a model was trained with, as meta.json fields: "gpt2", or a prepared
+    dataset's (the quick start's is shakespeare_char)."""
+    if tokenizer_of == "gpt2":
+        return {"tokenizer": "gpt2", "vocab_size": GPT2_VOCAB_SIZE}
+    meta = load_meta(ensure_dataset(tokenizer_of, data_dir))
+    if meta.get("chat_tokens"):
+        raise ConfigError(f"--tokenizer_of={tokenizer_of} is a chat dataset; name the base model's dataset")
+    return {k: meta[k] for k in TOKENIZER_FIELDS if k in meta}
+
+
+def text_rows(dataset: str, count: int, length: int, data_dir=None, seed: int = 0) -> list:
+    """count random windows of length tokens from a dataset's train split, each as an (ids, mask)
+    row whose mask is all True: plain text, every token a target, as in pretraining."""
+    import numpy as np
+    tokens = np.concatenate([np.asarray(a) for a in load_split(ensure_dataset(dataset, data_dir), "train")])
+    starts = np.random.default_rng(seed).integers(0, len(tokens) - length, count)
+    return [(tokens[s:s + length].tolist(), [True] * length) for s in starts]
+
+
+def prepare_chat(conversations, name, base_meta, block_size, data_dir, source, where, skip_long=False,
+                 val_count=None, text_of=None, text_fraction=0.0) -> Path:
+    """Render conversations with the base tokenizer plus the chat tokens and write a "chat"
+    dataset: the last val_count are validation (default 10%, at least one). where(i) names
+    conversation i in errors. text_fraction > 0 mixes windows of plain text from dataset text_of
+    into the train split, that share of its rows (sft.py says why)."""
+    import sft  # here: sft.py imports the tokenizers this file also uses
+    if len(conversations) < 2:
+        raise DataError(f"{source}: {len(conversations)} conversation(s); a train and a val split need 2 or more")
+    tok = sft.ChatTokenizer(tokenizer_from_meta(base_meta))
+    rendered, skipped = sft.render_all(tok, conversations, block_size, where, skip_long)
+    cut = len(rendered) - (val_count or max(1, round(len(rendered) * VAL_FRACTION)))
+    splits = {"train": rendered[:cut], "val": rendered[cut:]}
+    if text_fraction > 0:  # replay: the base model's own kind of text, so it keeps its old skill
+        count = round(len(splits["train"]) * text_fraction / (1 - text_fraction))
+        splits["train"] += text_rows(text_of, count, block_size + 1, data_dir)
+    dataset_dir = dataset_path(name, data_dir)
+    dataset_dir.mkdir(parents=True, exist_ok=True)
+    (dataset_dir / "meta.json").unlink(missing_ok=True)  # incomplete until meta.json is back
+    for split, part in splits.items():
+        write_chat_split(dataset_dir / f"{split}.npz", part, tok.vocab_size)
+    meta = {**base_meta, "vocab_size": tok.vocab_size, "chat_tokens": list(sft.CHAT_TOKENS), "format": "chat",
+            "dtype": dtype_for_vocab(tok.vocab_size).name, "block_size": block_size, "source": source,
+            "conversations": {"train": cut, "val": len(rendered) - cut}, "skipped_too_long": skipped,
+            "text_rows": len(splits["train"]) - cut, "text_of": text_of if text_fraction > 0 else None,
+            **{f"{split}_tokens": sum(len(ids) for ids, _ in part) for split, part in splits.items()}}
+    write_meta(dataset_dir, meta)
+    mixed = f", {meta['text_rows']:,} windows of {text_of} mixed in" if meta["text_rows"] else ""
+    print(f"{name}: {cut:,} train and {len(splits['val']):,} val conversations{mixed}"
+          f"{f', {skipped:,} skipped as longer than {block_size + 1} tokens' if skipped else ''}, "
+          f"vocab {tok.vocab_size:,} ({tok.name} + {len(sft.CHAT_TOKENS)} chat tokens) -> {dataset_dir}")
+    return dataset_dir
+
+
+def prepare_chat_file(input_path, tokenizer_of, block_size, name=None, data_dir=None,
+                      text_fraction: float = 0.0) -> Path:
+    """prepare.py chat: your own JSONL file of conversations; every one must fit the context.
+    text_fraction mixes in plain text from the dataset tokenizer_of names."""
+    import sft
+    input_path = Path(input_path)
+    if not input_path.is_file():
+        raise DataError(f"input file {input_path} not found; give a JSONL file, one conversation per line")
+    lines = [n for n, line in enumerate(input_path.read_text(encoding="utf-8").splitlines(), 1) if line.strip()]
+    conversations = sft.read_conversations(input_path)
+    if text_fraction > 0 and tokenizer_of == "gpt2":
+        raise ConfigError("--text_fraction mixes in text of the dataset --tokenizer_of names: give a dataset, not gpt2")
+    return prepare_chat(conversations, name or input_path.stem, tokenizer_meta(tokenizer_of, data_dir), block_size,
+                        data_dir, str(input_path), lambda i: f"{input_path}, line {lines[i]}",
+                        text_of=tokenizer_of, text_fraction=text_fraction)
+
+
+def prepare_spelling(data_dir=None, block_size: int = 64, text_fraction: float = 0.5) -> Path:
+    """The built-in task (sft.py): spell each word of tiny Shakespeare, in characters; half the
+    train rows are windows of the quick start's own text (shakespeare_char)."""
+    import sft
+    tasks = sft.spelling_conversations(read_text_file(SHAKESPEARE_PATH))
+    where = lambda i: f"spelling task, conversation {i + 1}"  # noqa: E731
+    return prepare_chat(tasks["train"] + tasks["val"], "spelling_char", tokenizer_meta("shakespeare_char", data_dir),
+                        block_size, data_dir, "sft.spelling_conversations", where, val_count=len(tasks["val"]),
+                        text_of="shakespeare_char", text_fraction=text_fraction)
+
+
+def prepare_dolly(data_dir=None, block_size: int = 1024, name: str = "dolly") -> Path:
+    """databricks-dolly-15k with GPT-2's tokenizer, for config/sft_gpt2_dolly.py: each record's
+    instruction (and context, when it has one) is the user turn, its response the assistant's."""
+    import json
+
+    import sft
+    dataset_dir = dataset_path(name, data_dir)
+    path = download(hf_url(DOLLY_REPO, DOLLY_FILE, repo_type="dataset"), dataset_dir / DOLLY_FILE)
+    conversations = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            try:
+                record = json.loads(line)
+                user = record["instruction"].strip() + (f"\n\n{record['context'].strip()}" if record["context"].strip() else "")
+                conversation = [{"role": "user", "content": user}, {"role": "assistant", "content": record["response"]}]
+                sft.check_conversation(conversation)
+            except (ValueError, KeyError, AttributeError, sft.ChatFormatError) as e:
+                path.unlink()  # a damaged download: fetch it again next time
+                raise DataError(f"{path}, line {n}: not a Dolly record ({e}); the file was deleted, "
+                                "run the command again to download it again") from None
+            conversations.append(conversation)
+    return prepare_chat(conversations, name, tokenizer_meta("gpt2"), block_size, data_dir, hf_url(DOLLY_REPO, DOLLY_FILE,
+                        repo_type="dataset"), lambda i: f"{DOLLY_FILE}, record {i + 1}", skip_long=True)
+
+
+# ----------------------------------------------------------------------------
 # what train.py and friends use
 
 
@@ -232,6 +358,8 @@ def ensure_dataset(name: str = "shakespeare_char", data_dir=None) -> Path:
         return prepare_shakespeare_char(data_dir)
     if name == "shakespeare":
         return prepare_shakespeare(data_dir)
+    if name == "spelling_char":
+        return prepare_spelling(data_dir)
     shakespeare_bpe = SHAKESPEARE_BPE_NAME.fullmatch(name)
     if shakespeare_bpe:
         return prepare_shakespeare(data_dir, "bpe", int(shakespeare_bpe[1]))
@@ -254,7 +382,10 @@ def build_parser() -> argparse.ArgumentParser:
                "  python prepare.py shakespeare --tokenizer=bpe --vocab_size=1024   # -> shakespeare_bpe1024\n"
                "  python prepare.py fineweb10B --num_shards=2\n"
                "  python prepare.py text --input=my.txt --tokenizer=gpt2 --name=mytext\n"
-               "  python prepare.py text --input=stories.txt --tokenizer=bpe --vocab_size=4096 --eot",
+               "  python prepare.py text --input=stories.txt --tokenizer=bpe --vocab_size=4096 --eot\n"
+               "  python prepare.py spelling\n"
+               "  python prepare.py chat --input=talks.jsonl --tokenizer_of=shakespeare_char --block_size=64\n"
+               "  python prepare.py dolly",
     )
     shared = argparse.ArgumentParser(add_help=False)
     shared.add_argument("--data_dir", default=None, help=f"where datasets go (default: {dataset_path('')})")
@@ -275,6 +406,19 @@ def build_parser() -> argparse.ArgumentParser:
     text.add_argument("--eot", action="store_true",
                       help="<|endoftext|> in the text separates documents: make it one token (bpe, gpt2)")
     text.add_argument("--name", default=None, help="dataset name (default: the file name without extension)")
+    spelling = commands.add_parser("spelling", parents=[shared], help="the built-in chat task (spelling_char)")
+    spelling.add_argument("--block_size", type=int, default=64, help="the context to fit (default 64)")
+    text_fraction_help = "share of the train rows that are plain text of the base dataset, to keep its skill"
+    spelling.add_argument("--text_fraction", type=float, default=0.5, help=text_fraction_help + " (default 0.5)")
+    chat = commands.add_parser("chat", parents=[shared], help="a JSONL file of conversations, for finetuning")
+    chat.add_argument("--input", required=True, help="path of the JSONL file: one conversation per line")
+    chat.add_argument("--tokenizer_of", default="shakespeare_char",
+                      help="the model's tokenizer: gpt2, or the dataset it was trained on (default shakespeare_char)")
+    chat.add_argument("--block_size", type=int, default=64, help="the model's context: longer is an error (default 64)")
+    chat.add_argument("--name", default=None, help="dataset name (default: the file name without extension)")
+    chat.add_argument("--text_fraction", type=float, default=0.0, help=text_fraction_help + " (default 0)")
+    dolly = commands.add_parser("dolly", parents=[shared], help="download databricks-dolly-15k, GPT-2 tokens")
+    dolly.add_argument("--block_size", type=int, default=1024, help="longer conversations are skipped (default 1024)")
     return parser
 
 
@@ -285,6 +429,12 @@ def prepare(command: str, args: argparse.Namespace, data_dir) -> Path:
         return prepare_shakespeare(data_dir, args.tokenizer, args.vocab_size)
     if command == "fineweb10B":
         return prepare_fineweb(args.num_shards, data_dir)
+    if command == "spelling":
+        return prepare_spelling(data_dir, args.block_size, args.text_fraction)
+    if command == "chat":
+        return prepare_chat_file(args.input, args.tokenizer_of, args.block_size, args.name, data_dir, args.text_fraction)
+    if command == "dolly":
+        return prepare_dolly(data_dir, args.block_size)
     return prepare_text_file(args.input, args.tokenizer, args.name, data_dir, args.vocab_size, args.eot)
 
 
@@ -296,6 +446,10 @@ def parse_args(argv) -> argparse.Namespace:
         check_tokenizer_options(args.tokenizer, args.vocab_size, getattr(args, "eot", False))
     if args.command == "fineweb10B":
         check_num_shards(args.num_shards)
+    if getattr(args, "block_size", 1) < 1:
+        raise ConfigError(f"--block_size must be at least 1, got {args.block_size}")
+    if not 0 <= getattr(args, "text_fraction", 0) < 1:
+        raise ConfigError(f"--text_fraction must be in [0, 1), got {args.text_fraction}")
     return args
 
 

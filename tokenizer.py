@@ -443,6 +443,11 @@ def tokenizer_from_meta(meta: dict):
         tokenizer = GPT2Tokenizer()
     else:
         raise TokenizerError(f"unknown tokenizer {kind!r} in meta.json (expected 'char', 'bpe' or 'gpt2')")
+    if meta.get("chat_tokens"):  # a chat dataset or model: the chat tokens come after the base ids
+        from sft import CHAT_TOKENS, ChatTokenizer  # here: sft.py imports this file
+        if list(meta["chat_tokens"]) != list(CHAT_TOKENS):
+            raise TokenizerError(f"meta.json's chat tokens {meta['chat_tokens']} are not this code's {list(CHAT_TOKENS)}")
+        tokenizer = ChatTokenizer(tokenizer)
     if "vocab_size" in meta and meta["vocab_size"] != tokenizer.vocab_size:
         raise TokenizerError(f"meta.json says vocab_size={meta['vocab_size']} but the {kind} tokenizer has {tokenizer.vocab_size}")
     return tokenizer

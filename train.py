@@ -7,6 +7,7 @@ Train a GPT: one loop, from a laptop CPU to a node of GPUs.
     torchrun --standalone --nproc_per_node=8 train.py config/train_gpt2.py   # ... on 8 GPUs
     python train.py config/finetune_shakespeare.py     # finetune OpenAI's GPT-2 on Shakespeare
     python train.py config/eval_gpt2.py                # evaluate OpenAI's GPT-2 on FineWeb and exit
+    python train.py config/sft_spelling.py             # finetune the quick start to answer (sft.py)
     python train.py --init_from=resume                 # continue out_dir's run where it stopped
     python train.py --help                             # every option, its default and what it does
 
@@ -16,7 +17,7 @@ overrides, left to right. A misspelt key is an error naming the right one.
 What one run does, in order: main() checks the config (parse_args) before any work; train()
 picks the device and dtype and joins the other processes under torchrun; setup() opens the
 dataset (data/<dataset>/, made by prepare.py) and builds the model (from scratch, from out_dir's
-checkpoint, or from OpenAI's GPT-2 weights) and the optimizer; training_loop() evaluates every
+checkpoint, from another run's weights, or from OpenAI's GPT-2 weights) and the optimizer; training_loop() evaluates every
 eval_interval steps (and checkpoints), takes optimizer steps (train_step, which bench.py times
 too) and logs.
 
@@ -41,6 +42,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import torch
+from torch.nn import functional as F
 
 import checkpoint
 import common
@@ -49,7 +51,7 @@ import hf
 import prepare
 from common import ConfigError, UserError
 from configurator import config_to_dict, parse_config, print_config
-from data import BatchLoader, DataError, LossSums, dataset_path
+from data import BatchLoader, LossSums, dataset_path, open_loader
 from metrics import METRICS_NAME, RunLog
 from model import GPT, GPTConfig
 from optim import Optimizers, configure_optimizer, set_lr
@@ -66,8 +68,10 @@ class TrainConfig:
     log_interval: int = 10  # print and log the training loss every this many iterations
     eval_only: bool = False  # evaluate once (the resumed checkpoint or GPT-2) and exit
     always_save_checkpoint: bool = True  # False: write ckpt.pt only when val loss improves
-    # where the weights start: 'scratch', 'resume' (out_dir's checkpoint), or OpenAI's 'gpt2' ...
-    init_from: Literal[("scratch", "resume", *hf.GPT2_MODELS)] = "scratch"
+    # where the weights start: 'scratch', 'resume' (out_dir's checkpoint), 'checkpoint' (init_dir's
+    # weights, as a new run: finetuning), or OpenAI's 'gpt2' ...
+    init_from: Literal[("scratch", "resume", "checkpoint", *hf.GPT2_MODELS)] = "scratch"
+    init_dir: Optional[str] = None  # init_from='checkpoint': the out_dir of the run to start from
     overwrite: bool = False  # let a new run replace the checkpoint already in out_dir
     # --- Weights & Biases (optional, `pip install wandb`) ---
     wandb_log: bool = False  # log metrics to Weights & Biases
@@ -139,6 +143,8 @@ def validate_config(cfg, world_size=None):
             raise ConfigError(str(e)) from None
     elif not 0.0 <= cfg.dropout < 1.0:
         raise ConfigError(f"dropout must be in [0, 1), got {cfg.dropout}")
+    if (cfg.init_from == "checkpoint") != (cfg.init_dir is not None):
+        raise ConfigError("init_from='checkpoint' and init_dir go together: e.g. --init_from=checkpoint --init_dir=out")
     distributed.check_parallel(cfg.parallel, cfg.dtype, world_size)  # e.g. fsdp needs torchrun
     # The micro-steps are shared out between the processes: they must divide evenly.
     distributed.Distributed(world_size=world_size or 1).share("gradient_accumulation_steps",
@@ -161,9 +167,13 @@ def inputs_and_targets(windows):
     """
     (B, T + 1) windows of the text -> (inputs, targets), each (B, T). Every position of every
     window is a training example: position t of the input is trained to predict the token at
-    t + 1, so the targets are the same tokens shifted left by one.
+    t + 1, so the targets are the same tokens shifted left by one. Conversations (data.ChatLoader)
+    come as (windows, mask): the model learns only what the assistant writes, so every other
+    target becomes -1, which the loss skips.
     """
-    return windows[:, :-1], windows[:, 1:]
+    windows, mask = windows if isinstance(windows, tuple) else (windows, None)
+    x, y = windows[:, :-1], windows[:, 1:]
+    return (x, y) if mask is None else (x, y.masked_fill(~mask[:, 1:], -1))
 
 
 def get_lr(it, learning_rate, min_lr, warmup_iters, lr_decay_iters):
@@ -180,26 +190,37 @@ def get_lr(it, learning_rate, min_lr, warmup_iters, lr_decay_iters):
 
 
 def train_step(model, optimizer, get_batch, grad_accum_steps, scaler=None, grad_clip=0.0,
-               ctx=None):
+               ctx=None, count=None):
     """
     One optimizer step: grad_accum_steps forward/backward micro-steps, then clip and update.
     Returns the mean loss over the micro-steps as a detached tensor (.item() waits for the GPU).
     model: a GPT, maybe wrapped (DDP, FSDP, torch.compile). get_batch() returns (x, y). scaler:
     a torch.amp.GradScaler (float16) or None. ctx: the autocast context; None for float32.
+    count: for masked targets (finetuning), Distributed.mean: see below.
     """
     ctx = contextlib.nullcontext() if ctx is None else ctx
+    batches = [get_batch() for _ in range(grad_accum_steps)]
+    if count is not None:
+        # Masked targets: micro-batches hold different numbers of them (a short answer, a long
+        # one, none at all), and a mean per micro-batch would weigh a token of a short answer
+        # more (and 0/0 is NaN). So each micro-batch's summed loss is divided by the step's
+        # tokens, counted over every micro-batch and process: every target weighs the same.
+        tokens = count(sum((y >= 0).sum() for _, y in batches).float()).clamp(min=1)  # per process
     total_loss = None
-    for micro_step in range(grad_accum_steps):
-        x, y = get_batch()
+    for micro_step, (x, y) in enumerate(batches):
         # Under DDP, gradients are averaged across processes only on the last micro-step: the
         # earlier ones would be wasted communication, since only the final sum is used.
         with distributed.gradient_sync(model, sync=micro_step == grad_accum_steps - 1):
             with ctx:
-                _, loss = model(x, y)
-            # Gradients add up over backward() calls. The loss is a mean over its micro-batch, so
-            # dividing by grad_accum_steps makes the sum a mean over all micro-batches: the same
-            # gradient one batch grad_accum_steps times larger would give.
-            loss = loss / grad_accum_steps
+                logits, loss = model(x, y if count is None else None)
+            if count is None:
+                # Gradients add up over backward() calls. The loss is a mean over its micro-batch,
+                # so dividing by grad_accum_steps makes the sum a mean over all micro-batches: the
+                # same gradient one batch grad_accum_steps times larger would give.
+                loss = loss / grad_accum_steps
+            else:  # a micro-batch with no target adds exactly 0: no NaN, no gradient
+                loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), ignore_index=-1,
+                                       reduction="sum") / tokens
             # float16 gradients can underflow to 0: the scaler multiplies the loss first.
             (scaler.scale(loss) if scaler is not None else loss).backward()
         total_loss = loss.detach() if total_loss is None else total_loss + loss.detach()
@@ -286,33 +307,6 @@ class Run:  # what the loop works on: made by setup(), or restored from a checkp
     best_val_loss: float = float("inf")
 
 
-def build_model(cfg, meta, model_args=None):
-    """The GPT to train: from scratch, in a resumed checkpoint's shape (model_args; its weights
-    go in once it is wrapped, as FSDP shards them), or with OpenAI's GPT-2 weights."""
-    if model_args is not None:
-        config = GPTConfig(**dict(model_args, dropout=cfg.dropout))  # dropout is this run's
-        model = GPT(config, cfg.activation_checkpointing)
-    elif cfg.init_from in hf.GPT2_MODELS:
-        if meta.get("tokenizer") != "gpt2":
-            raise DataError(f"init_from={cfg.init_from} needs a dataset tokenized with GPT-2's "
-                            f"tokenizer (e.g. shakespeare, fineweb10B); {cfg.dataset} uses "
-                            f"{meta.get('tokenizer')!r}")
-        model = hf.from_pretrained(cfg.init_from, cfg.activation_checkpointing, dropout=cfg.dropout)
-    else:
-        config = GPTConfig(block_size=cfg.block_size, vocab_size=meta["vocab_size"],
-                           n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
-                           dropout=cfg.dropout, bias=cfg.bias)
-        model = GPT(config, cfg.activation_checkpointing)
-    context, vocab = model.config.block_size, model.config.vocab_size
-    if cfg.block_size > context:
-        raise ConfigError(f"block_size={cfg.block_size} is longer than the model's context of "
-                          f"{context}; use --block_size={context} or less")
-    if meta["vocab_size"] > vocab:
-        raise DataError(f"dataset {cfg.dataset} has {meta['vocab_size']} token ids but the model "
-                        f"only {vocab}: it was trained on another tokenizer")
-    return model
-
-
 def setup(cfg, dist):
     """Check the output folder, open the dataset, build (or restore) model and optimizer."""
     out_dir = Path(cfg.out_dir)
@@ -334,12 +328,12 @@ def setup(cfg, dist):
     if dist.is_master:
         prepare.ensure_dataset(cfg.dataset, cfg.data_dir)  # makes shakespeare(_char) if missing
     dist.barrier()
-    loader = BatchLoader(dataset_path(cfg.dataset, cfg.data_dir), cfg.batch_size, cfg.block_size,
-                         cfg.device, cfg.seed, dist.rank, dist.world_size)
+    loader = open_loader(dataset_path(cfg.dataset, cfg.data_dir), cfg.batch_size, cfg.block_size,
+                         cfg.device, cfg.seed, dist.rank, dist.world_size)  # a chat dataset: ChatLoader
 
     # --- model (wrapped for DDP or FSDP under torchrun), optimizer, loss scaler ---
     torch.manual_seed(cfg.seed)  # the init: the same on every rank (FSDP keeps each its shard)
-    gpt = build_model(cfg, loader.meta, resumed and resumed["model_args"]).to(cfg.device)
+    gpt = checkpoint.model_to_train(cfg, loader.meta, resumed and resumed["model_args"]).to(cfg.device)
     log.say(f"model: {gpt.get_num_params() / 1e6:.2f}M parameters ({cfg.init_from})")
     model = distributed.wrap_model(gpt, dist, cfg.device, cfg.parallel, cfg.dtype)
     if cfg.compile and not cfg.eval_only:
@@ -430,7 +424,7 @@ def training_loop(run):
         t0 = time.perf_counter()
         next_batch = lambda: inputs_and_targets(run.loader.next_windows())  # noqa: E731
         loss = train_step(model, run.optimizer, next_batch, run.grad_accum_steps, run.scaler,
-                          cfg.grad_clip, run.ctx)
+                          cfg.grad_clip, run.ctx, dist.mean if run.loader.meta.get("chat_tokens") else None)
         loss_value = dist.mean(loss).item()  # the whole batch's, on every rank; waits for the GPU
         if not math.isfinite(loss_value):
             last = checkpoint.find_checkpoint(cfg.out_dir)
