@@ -12,13 +12,15 @@ from pathlib import Path
 import pytest
 
 import bench
+import chat
 import eval as evaluation
 import sample
 import train
 
 REPO = Path(__file__).resolve().parent
 SCRIPTS = {"train.py": train.TrainConfig, "sample.py": sample.SampleConfig,
-           "eval.py": evaluation.EvalConfig, "bench.py": bench.BenchConfig}
+           "eval.py": evaluation.EvalConfig, "bench.py": bench.BenchConfig,
+           "chat.py": chat.ChatConfig}
 
 
 def run_script(args, cwd=REPO, code=None):
@@ -40,7 +42,7 @@ def test_help_lists_every_option_with_type_default_and_comment(script, flag):
     if script == "train.py":
         assert "--learning_rate  float; default 8e-3" in result.stdout
         assert "the peak, reached after warmup" in result.stdout
-        assert "one of 'scratch', 'resume', 'gpt2'" in result.stdout
+        assert "one of 'scratch', 'resume', 'checkpoint', 'gpt2'" in result.stdout
     if script == "bench.py":
         assert "one of 'train', 'generate'" in result.stdout
 
@@ -62,7 +64,7 @@ def test_a_bug_keeps_its_traceback(script, tmp_path):
             f"sys.argv = [{script!r}] + sys.argv[1:]\n"
             f"runpy.run_path({str(REPO / script)!r}, run_name='__main__')\n")
     args = {"train.py": [f"--out_dir={tmp_path / 'out'}", f"--data_dir={tmp_path / 'data'}"],
-            "sample.py": [], "eval.py": ["perplexity"], "bench.py": []}[script]
+            "sample.py": [], "eval.py": ["perplexity"], "bench.py": [], "chat.py": []}[script]
     result = run_script(args, cwd=REPO, code=code)
     assert result.returncode == 1
     assert "Traceback" in result.stderr and "ValueError: a bug deep inside" in result.stderr

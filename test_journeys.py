@@ -60,6 +60,11 @@ def hub(tmp_path_factory):
     items = [{"ctx": "A man is sitting on a roof. He", "label": 2,
               "endings": ["is using wrap.", "is ripping tiles off.", "starts pulling up roofing.", "sings."]}] * 4
     hub.files["/hellaswag/hellaswag_val.jsonl"] = "".join(json.dumps(i) + "\n" for i in items).encode()
+    records = [{"instruction": f"Name a colour, please ({i}).", "context": "" if i % 2 else "Colours: red, blue.",
+                "response": "Blue.", "category": "open_qa"} for i in range(12)]
+    records.append({"instruction": "Tell a long story. " * 40, "context": "", "response": "No.", "category": "x"})
+    hub.files["/datasets/databricks/databricks-dolly-15k/resolve/main/databricks-dolly-15k.jsonl"] = \
+        "".join(json.dumps(r) + "\n" for r in records).encode()
     with serving(hub):
         yield hub
 
@@ -183,6 +188,31 @@ def test_the_baby_gpt_and_the_adamw_quick_start(user):
     user(f"python sample.py --out_dir=out-shakespeare-char {SAMPLE}")
     user(f"python train.py config/quickstart_adamw.py {SHAPE} {RUN}")
     user(f"python sample.py --out_dir=out-adamw {SAMPLE}")
+
+
+def test_teach_the_quick_start_to_spell_then_chat_and_finetune_on_your_own_conversations(user):
+    run = RUN.replace("--block_size=32", "--block_size=64")  # a spelling conversation needs up to 40 tokens
+    user(f"python train.py --out_dir=out-base {SHAPE} {run}")
+    user(f"python train.py config/sft_spelling.py --init_dir=out-base {run}")  # makes data/spelling_char
+    score = user("python eval.py task --out_dir=out-spelling --limit=16 --json")
+    assert json.loads(score.stdout.splitlines()[-1])["n"] == 16
+    answer = user('python chat.py --out_dir=out-spelling --prompt="spell brother" --max_new_tokens=8')
+    assert len(answer.stdout.splitlines()) == 1  # the answer alone: the rest went to stderr
+    talks = [[{"role": "user", "content": "What light through yonder window breaks?"},
+              {"role": "assistant", "content": "It is the east"}]] * 20
+    (user.clone / "talks.jsonl").write_text("".join(json.dumps(t) + "\n" for t in talks))
+    user("python prepare.py chat --input=talks.jsonl --tokenizer_of=shakespeare_char --block_size=64")
+    user(f"python train.py --init_from=checkpoint --init_dir=out-base --dataset=talks --out_dir=out-talks {run}")
+    user("python eval.py task --out_dir=out-talks --conversations=talks.jsonl --limit=4")
+
+
+def test_gpt2_learns_to_follow_instructions_from_dolly(user):
+    prepared = user("python prepare.py dolly --block_size=64")
+    assert "1 skipped as longer than 65 tokens" in prepared.stdout  # the long record: counted, not hidden
+    user(f"python train.py config/sft_gpt2_dolly.py {RUN.replace('--block_size=32', '--block_size=64')}")
+    assert ("GET", "/openai-community/gpt2/resolve/main/model.safetensors", None) in user.hub.requests
+    answer = user('python chat.py --out_dir=out-dolly --prompt="Name a colour." --max_new_tokens=4')
+    assert len(answer.stdout.splitlines()) == 1
 
 
 def test_bench_modes(user):

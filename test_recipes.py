@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 import bench
+import chat
 import eval as eval_script
 import guide
 import prepare
@@ -185,7 +186,8 @@ def check_command(processes, script, argv):
 
 
 PARSERS = {"sample.py": sample.parse_args, "eval.py": eval_script.parse_args, "prepare.py": prepare.parse_args,
-           "guide.py": guide.parse_args, "tokenizer.py": tokenizer.parse_args}
+           "guide.py": guide.parse_args, "tokenizer.py": tokenizer.parse_args,
+           "chat.py": chat.parse_args}
 
 
 # Lines that run one of this project's scripts (not `pip`, not `python -m pytest`).

@@ -124,7 +124,7 @@ def test_bad_values_are_config_errors(tmp_path, data_dir):
     out_dir = tmp_path / "out"
     with pytest.raises(ConfigError, match="max_iters expects int"):
         train.main(tiny_args(out_dir, data_dir, max_iters="lots"))
-    with pytest.raises(ConfigError, match="init_from expects one of 'scratch', 'resume', 'gpt2'.*got 'gpt3'"):
+    with pytest.raises(ConfigError, match="init_from expects one of 'scratch', 'resume', 'checkpoint', 'gpt2'.*got 'gpt3'"):
         train.main(tiny_args(out_dir, data_dir, init_from="gpt3"))
     with pytest.raises(ConfigError, match="not divisible by n_head"):
         train.main(tiny_args(out_dir, data_dir, n_embd=30, n_head=4))
