@@ -11,6 +11,7 @@ How fast does this code train and generate on your hardware?
     python bench.py --mode=memory                    # per-GPU memory of GPT-2 .. GPT-2 XL, DDP vs FSDP
     python bench.py --preset=quickstart --optimizer=adamw  # the quick start's step with AdamW, not Muon
     python bench.py --mode=recipes --recipes=default,quickstart_adamw   # whole runs side by side
+    python bench.py --mode=chat                      # a long chat: the KV cache kept across turns or not
 
 Training mode times train.py's own train_step() (gradient accumulation, clipping, loss scaling
 and the update included), with the optimizer and settings train.py would use for the preset's
@@ -30,6 +31,13 @@ over the step time without it is the price of the memory it saves.
 Generation mode generates max_new_tokens after the same prompt with the KV cache and without
 it, and reports tokens/s for each (median over `repeats` runs, the two paths taking turns) and
 the speed-up (median of the per-run ratios).
+
+Chat mode holds a conversation that fills the model's context, turn_tokens of user message and
+up to turn_tokens of greedy answer per turn (chat.ChatSession, on random weights: the time does
+not depend on what they say), twice: with the KV cache kept across turns (a new turn reads only
+its own tokens) and with the whole conversation read again at every turn. It reports each one's
+median wall time over `repeats` conversations, the speed-up (median of per-round ratios), the
+last turn's time alone (where the difference is largest), and whether the answers were the same.
 
 Recipes mode runs whole trainings, `python train.py config/<recipe>.py` for each recipe named
 ("default" = train.py's own settings), `repeats` times, the recipes taking turns so that load from
@@ -93,7 +101,7 @@ class BenchConfig:
     # time the training step; or generation with and without the KV cache; or work out the
     # memory of training GPT-2's four sizes under DDP and FSDP (no GPU needed); or time whole
     # training runs of several recipes side by side
-    mode: Literal["train", "generate", "memory", "recipes"] = "train"
+    mode: Literal["train", "generate", "memory", "recipes", "chat"] = "train"
     # a model shape from PRESETS; n_layer etc. below override it (memory mode: the shape whose
     # activations are also measured whole, as a check of the per-layer figures)
     preset: Literal[(*hf.GPT2_MODELS, "quickstart", "baby")] = "gpt2"
@@ -117,6 +125,7 @@ class BenchConfig:
     iters: int = 10  # timed steps; the median is reported
     max_new_tokens: int = 500  # generate mode
     prompt_tokens: int = 1  # generate mode: prompt length
+    turn_tokens: int = 32  # chat mode: tokens of each user message, and the most of each answer
     repeats: int = 5  # generate mode: timed runs of each path; recipes mode: runs of each recipe
     # recipes mode: config/<name>.py files, without .py, comma-separated; "default" = no config file
     recipes: str = "default,quickstart_adamw"
@@ -279,6 +288,65 @@ def bench_generate(cfg, device, dtype):
           f"KV cache {rate(result['tokens_per_sec_kv_cache'])} tokens/s, "
           f"no cache {rate(result['tokens_per_sec_no_cache'])} tokens/s, "
           f"speed-up {result['speedup']:.1f}x, identical tokens: {result['same_tokens']}")
+    return result
+
+
+def bench_chat(cfg, device, dtype):
+    import chat  # here: the chat CLI's session, which only this mode needs
+    import sft
+    from tokenizer import GPT2_VOCAB_SIZE, CharTokenizer, GPT2Tokenizer
+    torch.manual_seed(cfg.seed)
+    config = model_config(cfg)
+    text = (ROOT / "assets" / "tinyshakespeare.txt").read_text(encoding="utf-8")
+    base = GPT2Tokenizer() if config.vocab_size >= GPT2_VOCAB_SIZE else CharTokenizer.from_text(text)
+    tok = sft.ChatTokenizer(base)
+    model = GPT(dataclasses.replace(config, vocab_size=tok.vocab_size)).to(device).eval()
+    # User messages: consecutive pieces of Shakespeare, as many turns as fit the context whole.
+    words, messages, used, T = base.encode(text[:200_000]), [], 0, cfg.turn_tokens
+    while True:
+        message = base.decode(words[len(messages) * T:(len(messages) + 1) * T])
+        needed = len(base.encode(message)) + 3 + T + 1  # <|user|> .. <|end|><|assistant|> answer <|end|>
+        if used + needed > config.block_size:
+            break
+        messages.append(message)
+        used += needed
+    if len(messages) < 2:
+        raise ConfigError(f"turn_tokens={T} leaves room for {len(messages)} turn(s) in a context of "
+                          f"{config.block_size}; use a smaller --turn_tokens")
+
+    def conversation(keep_cache):
+        session = chat.ChatSession(model, tok, keep_cache=keep_cache)
+        answers, last = [], 0.0
+        for message in messages:
+            common.synchronize(device)
+            t0 = time.perf_counter()
+            answers.append(list(session.say(message, T, temperature=0)))
+            common.synchronize(device)
+            last = time.perf_counter() - t0
+        return answers, len(session.ids), last
+
+    ctx = common.autocast(device, dtype)
+    with ctx:  # warm-up, not timed
+        list(chat.ChatSession(model, tok).say(messages[0], 4, temperature=0))
+    times, last_turn, outputs = {True: [], False: []}, {True: [], False: []}, {}
+    for _ in range(cfg.repeats):  # the two ways take turns, as in generate mode
+        for keep_cache in (True, False):
+            t0 = time.perf_counter()
+            with ctx:
+                outputs[keep_cache], tokens, last = conversation(keep_cache)
+            times[keep_cache].append(time.perf_counter() - t0)
+            last_turn[keep_cache].append(last)
+    result = dict(mode="chat", device=device_name(device), dtype=dtype, params=model.get_num_params(non_embedding=False),
+                  block_size=config.block_size, turns=len(messages), conversation_tokens=tokens,
+                  answer_tokens=sum(map(len, outputs[True])),
+                  seconds_kept_cache=statistics.median(times[True]), seconds_recomputed=statistics.median(times[False]),
+                  speedup=statistics.median(r / k for k, r in zip(times[True], times[False])),
+                  last_turn_speedup=statistics.median(r / k for k, r in zip(last_turn[True], last_turn[False])),
+                  same_tokens=outputs[True] == outputs[False])
+    print(f"chat of {result['turns']} turns, {tokens} tokens ({result['params'] / 1e6:.1f}M parameters, context "
+          f"{config.block_size}) on {result['device']}: cache kept {result['seconds_kept_cache']:.2f} s, "
+          f"recomputed every turn {result['seconds_recomputed']:.2f} s, speed-up {result['speedup']:.2f}x "
+          f"(last turn {result['last_turn_speedup']:.2f}x), identical answers: {result['same_tokens']}")
     return result
 
 
@@ -597,7 +665,7 @@ def parse_args(argv, world_size=None):
     """The checked BenchConfig of a command line, before any work; world_size: the processes
     torchrun starts (None without torchrun)."""
     cfg = parse_config(BenchConfig(), argv, usage=__doc__)
-    for name in ("iters", "repeats", "max_new_tokens", "prompt_tokens", "gradient_accumulation_steps"):
+    for name in ("iters", "repeats", "max_new_tokens", "prompt_tokens", "turn_tokens", "gradient_accumulation_steps"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{name} must be at least 1, got {getattr(cfg, name)}")
     if cfg.warmup_iters < 0:
@@ -618,7 +686,8 @@ def main(argv=None):
     else:
         device = common.pick_device(cfg.device)
         dtype = common.pick_dtype(device, cfg.dtype)
-        result = bench_train(cfg, device, dtype) if cfg.mode == "train" else bench_generate(cfg, device, dtype)
+        bench = {"train": bench_train, "generate": bench_generate, "chat": bench_chat}[cfg.mode]
+        result = bench(cfg, device, dtype)
     report = result.pop("report", True)  # False on the ranks other than 0 under torchrun
     result["config"] = dataclasses.asdict(cfg)
     if cfg.json and report:

@@ -143,8 +143,10 @@ def validate_config(cfg, world_size=None):
             raise ConfigError(str(e)) from None
     elif not 0.0 <= cfg.dropout < 1.0:
         raise ConfigError(f"dropout must be in [0, 1), got {cfg.dropout}")
-    if (cfg.init_from == "checkpoint") != (cfg.init_dir is not None):
-        raise ConfigError("init_from='checkpoint' and init_dir go together: e.g. --init_from=checkpoint --init_dir=out")
+    if cfg.init_from == "checkpoint" and cfg.init_dir is None:
+        raise ConfigError("init_from='checkpoint' needs init_dir, the run to start from: e.g. --init_dir=out")
+    if cfg.init_dir is not None and cfg.init_from not in ("checkpoint", "resume"):  # resume: already started
+        raise ConfigError(f"init_dir is read only with init_from='checkpoint'; drop it, or use that (got {cfg.init_from!r})")
     distributed.check_parallel(cfg.parallel, cfg.dtype, world_size)  # e.g. fsdp needs torchrun
     # The micro-steps are shared out between the processes: they must divide evenly.
     distributed.Distributed(world_size=world_size or 1).share("gradient_accumulation_steps",
