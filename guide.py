@@ -719,7 +719,7 @@ def sft_results(folder):
     whole of Shakespeare's val split (eval.py perplexity); the wall seconds of each finetuning run
     (seconds.txt); the finetuned run's config and evaluations. Returns (that as a dict, the folder,
     whose ckpt.pt is the finetuned model)."""
-    needed = (checkpoint.CHECKPOINT_NAME, metrics.METRICS_NAME, "seconds.txt")
+    needed = ("README.md", checkpoint.CHECKPOINT_NAME, metrics.METRICS_NAME, "seconds.txt")
     folder = recorded_runs_dir(folder, needed + tuple(f for pair in SFT_RECORDS.values() for f in pair),
                                "sft_results_dir")
     rows = {}

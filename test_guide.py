@@ -28,7 +28,8 @@ import guide
 import metrics
 
 CHAPTERS = ["Tokens", "Embeddings", "Attention", "The block and the model", "Training", "Generation",
-            "Evaluation", "Faster and bigger", "Muon", "Tokenizers at scale", "Results", "Answers to the exercises"]
+            "Evaluation", "Faster and bigger", "Muon", "Tokenizers at scale", "From a text predictor to an assistant",
+            "Results", "Answers to the exercises"]
 PARTS = ["Part I: The ideas", "Part II: Scaling up"]
 QUICKSTART_RUN = guide.REPO_ROOT / guide.GuideConfig().quickstart_dir
 
@@ -92,7 +93,7 @@ def test_the_guide_builds_with_its_parts_and_chapters_in_order(built):
     assert len(titles) == len(CHAPTERS), titles
     for title, expected in zip(titles, CHAPTERS):
         assert title.startswith(expected), titles
-    # Part I holds chapters 1-7 (the ideas), Part II chapters 8-11 (scaling up)
+    # Part I holds chapters 1-7 (the ideas), Part II chapters 8-12 (scaling up, the assistant, results)
     order = [title for title, _ in found]
     assert order.index(PARTS[0]) < order.index(titles[0])
     assert order.index(titles[6]) < order.index(PARTS[1]) < order.index(titles[7])
@@ -120,7 +121,10 @@ def test_the_guide_lists_the_code_each_idea_needs(built):
                  "train.py:train_step", "train.py:get_lr", "model.py:GPT.generate", "engine.py:KVCache",
                  "engine.py:generate_tokens", "eval.py:perplexity", "eval.py:score_items",
                  # Part II: the machinery, some of it elided to what it teaches
-                 "tokenizer.py:train_bpe", "optim.py:newton_schulz", "bench.py:state_bytes_per_rank"):
+                 "tokenizer.py:train_bpe", "optim.py:newton_schulz", "bench.py:state_bytes_per_rank",
+                 # the assistant: the chat format, the mask, the padded batches, the task's words
+                 "sft.py:with_chat_tokens", "sft.py:ChatTokenizer.render", "data.py:ChatLoader[_read]",
+                 "sft.py:spelling_words", "config/sft_spelling.py"):
         assert spec in listings, f"the guide no longer lists {spec}"
     assert any(listing["elided"] for listing in listings.values())
 
@@ -370,7 +374,7 @@ def test_every_results_folder_the_book_cites_carries_its_date_commit_and_command
     _, _, pdf, _ = built
     cited = set(re.findall(r"results/([a-z0-9-]+\d{4}-\d\d-\d\d)", pdf_text(pdf)))
     assert {"cpu-quickstart-2026-12-06", "cpu-nanogpt-2026-12-06", "cpu-tokenizers-2026-12-03",
-            "cpu-optimizers-2026-12-04"} <= cited
+            "cpu-optimizers-2026-12-04", "cpu-sft-spelling-2026-12-06"} <= cited
     assert not any(name.startswith(("h100", "h200")) for name in cited)  # no stale GPU figures
     for name in cited:
         readme = (guide.REPO_ROOT / "results" / name / "README.md").read_text(encoding="utf-8")
@@ -388,8 +392,8 @@ def test_every_chapter_has_exercises_a_summary_and_its_answers(built):
     text = pdf_text(pdf)
     body, _, appendix = text.partition("Answers to the exercises\n")
     assert appendix, "the appendix of answers is missing"
-    assert body.count("Exercises\n") >= 11 and body.count("Summary\n") >= 11
-    for n in range(1, 12):
+    assert body.count("Exercises\n") >= 12 and body.count("Summary\n") >= 12
+    for n in range(1, 13):
         assert f"Chapter {n}\n" in appendix, f"no answers for chapter {n}"
     assert text.count("Takeaway.") >= 30  # sections end with what to take away
 
@@ -407,7 +411,7 @@ def test_the_token_counts_and_embedding_sizes(built, model):
     assert x["padded_vocab"] == wte.shape[0] == math.ceil(data["run"]["vocab_size"] / 64) * 64
     # chapter 2's answer, three lines of PyTorch, run as printed: they find the neighbour the
     # build's table shows
-    answers = (guide.GUIDE_DIR / "12-answers.typ").read_text(encoding="utf-8")
+    answers = (guide.GUIDE_DIR / "13-answers.typ").read_text(encoding="utf-8")
     code = re.search(r'#raw\(block: true, lang: "python", "(w = model.*?)"\)', answers, re.DOTALL).group(1)
     lines = code.replace('\\"', '"').splitlines()
     m, tokenizer = model
@@ -519,6 +523,159 @@ def test_the_nanogpt_ratio_is_the_recorded_runs(built):
     shown = data["nanogpt"]["nanogpt"]["median_seconds"] / data["nanogpt"]["ours"]["median_seconds"]
     assert shown == pytest.approx(ratio, abs=0.01)
     assert f"{shown:.2f} times" in flat(pdf_text(pdf))
+
+
+# ---------------------------------------------------------------------------- the assistant (chapter 11)
+
+SFT_RUN = guide.REPO_ROOT / guide.GuideConfig().sft_results_dir
+
+
+def recorded_eval(name):
+    """One `eval.py --json` result of the recorded finetuning, read here without guide.py."""
+    return json.loads((SFT_RUN / name).read_text(encoding="utf-8").splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def finetuned():
+    """The recorded finetuned model, loaded as chat.py loads a checkpoint."""
+    import checkpoint
+    loaded, tokenizer, _ = checkpoint.load_model("resume", str(SFT_RUN), "cpu")
+    return loaded, tokenizer
+
+
+def greedy_answer(model, tokenizer, conversation, max_new_tokens=24):
+    """The answer to a conversation's last user turn by engine.generate, the path eval.py takes
+    (not chat.ChatSession, which the build used)."""
+    import engine
+    prompt = tokenizer.render_prompt(conversation)
+    out = engine.generate(model, torch.tensor([prompt]), max_new_tokens, temperature=0,
+                          stop_token=tokenizer.end_token)[0, len(prompt):].tolist()
+    return tokenizer.decode(out[:out.index(tokenizer.end_token)] if tokenizer.end_token in out else out)
+
+
+def test_the_recorded_finetuning_is_what_config_sft_spelling_py_makes_today():
+    # The chapter describes today's recipe with this run's numbers: they must be the same recipe.
+    import dataclasses
+
+    import train
+    from configurator import parse_config
+    ckpt = torch.load(SFT_RUN / "ckpt.pt", map_location="cpu", weights_only=False)
+    today = train.resolve_config(parse_config(train.TrainConfig(), [str(guide.REPO_ROOT / "config" / "sft_spelling.py")]),
+                                 "cpu", "float32")
+    assert ckpt["config"] == dataclasses.asdict(today)
+    assert ckpt["iter_num"] == today.max_iters
+    for name in ("task-out-spelling.json", "shakespeare-out-spelling.json"):
+        assert f"(iteration {today.max_iters}, dataset {today.dataset})" in recorded_eval(name)["model"]
+    # The base model evaluated before finetuning is the recorded quick start's iteration count.
+    assert f"iteration {train.TrainConfig().max_iters}," in recorded_eval("task-out.json")["model"]
+
+
+def test_chapter_11_table_is_the_recorded_runs(built):
+    _, _, pdf, data = built
+    text = flat(pdf_text(pdf))
+    readme = flat((SFT_RUN / "README.md").read_text(encoding="utf-8"))
+    for row, (task_file, text_file) in guide.SFT_RECORDS.items():
+        task, loss = recorded_eval(task_file), recorded_eval(text_file)
+        shown = data["sft"]["rows"][row]
+        assert (shown["accuracy"], shown["correct"], shown["val_loss"]) == (task["accuracy"], task["correct"], loss["loss"])
+        assert task["n"] == 1005 and loss["tokens"] == data["perplexity"]["val_tokens"] - 1  # the whole val split
+        printed = f"{task['accuracy'] * 100:.1f}% ({task['correct']:,})"
+        assert printed in text, printed
+        assert f"{loss['loss']:.4f}" in text and f"{loss['loss']:.4f}" in readme  # the book and the README agree
+        assert f"{task['accuracy'] * 100:.1f}%" in readme
+    seconds = [float(x) for x in (SFT_RUN / "seconds.txt").read_text().split()]
+    assert len(seconds) == 3 and data["sft"]["median_seconds"] == sorted(seconds)[1]
+    assert f"{sorted(seconds)[1]:.1f} s of wall time" in text and f"{sorted(seconds)[1]:.1f} s" in readme
+    # what the table shows: finetuning teaches the task; without plain text, Shakespeare is forgotten
+    rows = data["sft"]["rows"]
+    assert rows["before"]["correct"] == 0 and rows["after"]["accuracy"] > 0.9
+    assert rows["no_text"]["val_loss"] > 2 * rows["after"]["val_loss"]
+
+
+def test_chapter_11_answers_come_from_the_finetuned_model(built, finetuned):
+    import sft
+    _, _, pdf, data = built
+    text = flat(pdf_text(pdf))
+    model, tokenizer = finetuned
+    a = data["assistant"]
+    held_out = set(sft.spelling_words(guide.prepare.read_text_file(guide.prepare.SHAKESPEARE_PATH))[1])
+    recorded_wrong = {w["prompt"]: w["got"] for w in recorded_eval("task-out-spelling.json")["wrong"]}
+    assert sum(not s["right"] for s in a["samples"]) >= 1  # at least one mistake is shown
+    for sample in a["samples"]:
+        assert sample["word"] in held_out
+        answer = greedy_answer(model, tokenizer, sft.spelling_conversation(sample["word"])[:1])
+        assert sample["answer"] == answer and sample["right"] == (answer == "-".join(sample["word"]))
+        if f"spell {sample['word']}" in recorded_wrong:  # eval.py's batched answers agree
+            assert answer == recorded_wrong[f"spell {sample['word']}"]
+        assert f"spell {sample['word']} {answer}" in text
+    # chat.py's own transcript, as the book prints it: the answer, and the forgotten exchange
+    first = a["samples"][0]
+    assert f"> spell {first['word']}\n{first['answer']}\n" in a["session"]
+    assert "the oldest 1 exchange forgotten" in a["session"]
+    assert "the oldest 1 exchange forgotten" in text
+    # Short words: right alone, wrong after an earlier exchange, which was not forgotten.
+    short = a["short"]
+    first_word, second_word = short["first_pair"]
+    alone = greedy_answer(model, tokenizer, sft.spelling_conversation(second_word)[:1], short["max_new_tokens"])
+    assert alone == "-".join(second_word) != short["answers"][1]
+    assert f"> spell {second_word}\n{short['answers'][1]}\n" in short["session"]
+    assert "forgotten" not in short["session"]
+    assert short["alone"] > short["second"]
+
+
+def test_chapter_11_checks_and_the_rendered_conversation(built):
+    _, _, pdf, data = built
+    a = data["assistant"]
+    # the chat tokens' first logits are the mean of the others' (tied head, mean rows)
+    assert a["new_logit_gap"] < 1e-5
+    # token-weighted micro-batches = one batch's mean over its targets; a mean of no target is NaN
+    assert a["step"]["max_difference"] < 1e-6 < a["step"]["max_update"] and a["step"]["empty_mean_is_nan"]
+    # the rendered example: ids after the 65 characters, and the trained targets the letters,
+    # dashes and <|end|> of the answer
+    ex = a["example"]
+    assert list(a["chat_tokens"].values()) == [65, 66, 67, 68] == list(range(a["base_vocab"], a["vocab"]))
+    assert ex["trained"] == 2 * len(ex["word"]) == sum(ex["mask"])
+    assert ex["tokens"][-2 * len(ex["word"]):] == list("-".join(ex["word"])) + ["<|end|>"]
+    assert "".join(ex["tokens"]).replace("\u00b7", " ") == f"<|user|>spell {ex['word']}<|end|><|assistant|>" + \
+        "-".join(ex["word"]) + "<|end|>"
+    # half the train rows are plain text; the split shares no word
+    assert a["dataset"]["text_rows"] == a["dataset"]["conversations"]["train"] == a["words"]["train"]
+    assert a["dataset"]["conversations"]["val"] == a["words"]["held_out"] == 1005
+    assert "-> b-r-o-t-h-e-r" in flat(pdf_text(pdf)).replace("\u2192", "->")
+
+
+def test_the_assistant_answers(built, model):
+    import eval as evaluate
+    import sft
+    _, _, _, data = built
+    a = data["assistant"]
+    # exercise 1: every letter, dash and <|end|> of an answer is a target; the third row has none
+    assert a["step"]["targets"] == [2 * len("ago"), 2 * len("strengthen"), 0]
+    # exercise 2: the positions read at the second turn, followed by hand. The first exchange:
+    # <|user|> spell w <|end|> <|assistant|>, then the answer and the <|end|> the model wrote.
+    short = a["short"]
+    first, second = short["first_pair"]
+    turn = lambda word: 1 + len(f"spell {word}") + 2  # noqa: E731
+    answer_tokens = [len(answer) for answer in short["answers"]]
+    assert answer_tokens[0] < short["max_new_tokens"] == answer_tokens[1]  # the second was cut
+    first_exchange = turn(first) + answer_tokens[0] + 1
+    # each answer token but the last is fed back; the first turn's <|end|> is read at the second
+    assert short["positions_cache"] == [turn(first) + answer_tokens[0], 1 + turn(second) + answer_tokens[1] - 1]
+    assert short["positions_no_cache"][1] == first_exchange + turn(second) + answer_tokens[1] - 1
+    # exercise 3: the quick start with the chat tokens, as eval.py task gives them, answers as recorded
+    m, tokenizer = model
+    base, chat_tokenizer = evaluate.chat_model(m, tokenizer)
+    wrong = data["sft"]["rows"]["before"]["wrong"][0]
+    word = wrong["prompt"].removeprefix("spell ")
+    _, [(_, _, got)] = sft.exact_match(base, chat_tokenizer, [sft.spelling_conversation(word)])
+    assert got == wrong["got"] and not got.startswith(word[0] + "-")
+
+
+def test_a_missing_finetuning_record_is_a_clear_error(tmp_path):
+    shutil.copytree(SFT_RUN, tmp_path / "runs", ignore=shutil.ignore_patterns("ckpt.pt"))
+    (tmp_path / "runs" / "task-no-text.json").unlink()
+    with pytest.raises(guide.GuideError, match="--sft_results_dir.*ckpt.pt, task-no-text.json"):
+        guide.sft_results(tmp_path / "runs")
 
 
 # ---------------------------------------------------------------------------- layout

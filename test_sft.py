@@ -19,7 +19,6 @@ from torch.nn import functional as F
 
 import chat
 import checkpoint as ckpt_io
-import data
 import prepare
 import sft
 import train
