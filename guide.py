@@ -699,7 +699,7 @@ SFT_RECORDS = {"before": ("task-out.json", "shakespeare-out.json"),
 # Answers of up to 12 tokens leave room in the 64-token context for an earlier exchange of short
 # words (chat.ChatSession keeps the smaller of max_new_tokens and half the context free).
 SHORT_ANSWER_TOKENS = 12
-SHORT_WORD = 4  # letters: "spell " + 4 letters and "a-b-l-e" fit twice beside a 12-token answer
+SHORT_WORD = 4  # letters: an exchange (21 tokens), the next turn (13) and room for its answer fit in 64
 
 
 def read_eval_json(path):
@@ -822,8 +822,11 @@ def assistant_data(folder, recorded_wrong, base_model, base_tokenizer, build_dir
     with contextlib.redirect_stdout(io.StringIO()):  # today's dataset, written into the build folder
         meta = prepare.load_meta(prepare.prepare_spelling(build_dir / "data"))
     rows = meta["conversations"]["train"] + meta["text_rows"]
+    # Half the rows are text windows of block_size + 1 tokens, so every batch of 32 holds some and
+    # ChatLoader pads every batch to that width: the rest of a conversation's row is padding.
+    padding_share = 1 - meta["train_tokens"] / (rows * (meta["block_size"] + 1))
 
-    word = "brother"
+    word = "brother"  # the example of sft.py and the config's comment (a training word)
     ids, mask = tok.render(sft.spelling_conversation(word))
     _, targets = train.inputs_and_targets((torch.tensor([ids]), torch.tensor([mask])))
     example = dict(word=word, held_out=word in held_out, ids=ids, mask=mask, trained=int((targets >= 0).sum()),
@@ -835,13 +838,13 @@ def assistant_data(folder, recorded_wrong, base_model, base_tokenizer, build_dir
     old = base_tokenizer.vocab_size
     grown = sft.with_chat_tokens(base_model, sft.ChatTokenizer(base_tokenizer).vocab_size).eval()
     with torch.no_grad():
-        logits = grown(torch.tensor([base_tokenizer.encode("spell brother")]))[0][0, -1]
+        logits = grown(torch.tensor([base_tokenizer.encode(f"spell {word}")]))[0][0, -1]
     new_logit_gap = (logits[old:] - logits[:old].mean()).abs().max().item()
 
     # The finetuned model's own answers, greedy, to held-out words: a few drawn with the seed, and
     # the first two that the recorded evaluation found wrong.
-    recorded_wrong = [w["prompt"].removeprefix("spell ") for w in recorded_wrong]
-    words = random.Random(seed).sample([w for w in held_out if w not in recorded_wrong], 5) + recorded_wrong[:2]
+    wrong_words = [w["prompt"].removeprefix("spell ") for w in recorded_wrong]
+    words = random.Random(seed).sample([w for w in held_out if w not in wrong_words], 4) + wrong_words[:2]
     samples = []
     for w in words:
         answer = tok.decode(list(chat.ChatSession(model, tok).say(f"spell {w}", max_new_tokens=24, temperature=0)))
@@ -864,9 +867,9 @@ def assistant_data(folder, recorded_wrong, base_model, base_tokenizer, build_dir
                    longest=sft.SPELLING_LENGTHS[1]),
         dataset=dict(conversations=meta["conversations"], text_rows=meta["text_rows"], rows=rows,
                      text_share=meta["text_rows"] / rows, text_of=meta["text_of"], train_tokens=meta["train_tokens"],
-                     padding_share=1 - meta["train_tokens"] / (rows * (meta["block_size"] + 1))),
+                     padding_share=padding_share),
         example=example, step=masked_step_data(tok, seed), samples=samples,
-        session=chat_transcript(folder, ["spell brother", f"spell {words[0]}"]),
+        session=chat_transcript(folder, [f"spell {word}", f"spell {words[0]}"]),
         short=dict(pairs=len(pairs), alone=alone, second=second, first_pair=list(pairs[0]), answers=answers,
                    positions_cache=with_cache, positions_no_cache=without_cache, max_new_tokens=SHORT_ANSWER_TOKENS,
                    longest=SHORT_WORD,

@@ -124,6 +124,17 @@ def test_generate_mode_reports_both_paths_and_checks_they_agree(capsys):
     assert result["block_size"] == 16 and result["max_new_tokens"] == 40
 
 
+def test_chat_mode_holds_one_conversation_both_ways_and_they_agree(capsys):
+    result = bench.main(["--mode=chat", "--preset=quickstart", "--n_layer=1", "--n_embd=16", "--n_head=2",
+                         "--block_size=48", "--turn_tokens=4", "--repeats=2", "--json", "--device=cpu"])
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    # Each turn is 4 message tokens, 3 markers, an answer of up to 4 tokens and its <|end|>.
+    assert printed["turns"] == result["turns"] == 48 // 12 and printed["same_tokens"] is True
+    assert printed["conversation_tokens"] <= 48 and printed["speedup"] > 0
+    with pytest.raises(bench.ConfigError, match="leaves room for 0 turn"):
+        bench.main(["--mode=chat", "--preset=quickstart", "--block_size=16", "--turn_tokens=8"])
+
+
 def test_profile_prints_the_costliest_operations_and_writes_a_chrome_trace(tmp_path, capsys):
     path = tmp_path / "trace.json"
     bench.main(TINY + ["--warmup_iters=1", "--iters=1", "--profile=True", f"--trace_path={path}"])
@@ -135,7 +146,7 @@ def test_profile_prints_the_costliest_operations_and_writes_a_chrome_trace(tmp_p
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--mode=decode"], "mode expects one of 'train', 'generate', 'memory', 'recipes', got 'decode'"),
+    (["--mode=decode"], "mode expects one of 'train', 'generate', 'memory', 'recipes', 'chat', got 'decode'"),
     (["--preset=gpt5"], "preset expects one of 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl', 'quickstart', "
                         "'baby', got 'gpt5'"),
     (["--repeats=0", "--mode=generate"], "repeats must be at least 1"),

@@ -1,5 +1,5 @@
 # Finetune the quick start to answer: spell a word letter by letter ("spell brother" ->
-# "b-r-o-t-h-e-r"), the built-in chat task of sft.py. After the quick start (python train.py):
+# "b-r-o-t-h-e-r"), the built-in chat task of sft.py. Once the quick start has written out/:
 #   python train.py config/sft_spelling.py
 #   python eval.py task --out_dir=out-spelling        # exact match on the held-out words
 #   python chat.py --out_dir=out-spelling
