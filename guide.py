@@ -34,6 +34,7 @@ the same checkpoint give the same numbers, apart from the timings.
 """
 
 import ast
+import collections
 import contextlib
 import dataclasses
 import inspect
@@ -850,6 +851,11 @@ def assistant_data(folder, recorded_wrong, base_model, base_tokenizer, build_dir
         answer = tok.decode(list(chat.ChatSession(model, tok).say(f"spell {w}", max_new_tokens=24, temperature=0)))
         samples.append(dict(word=w, expected="-".join(w), answer=answer, right=answer == "-".join(w)))
 
+    # Asked for something it was never shown, it does what it was shown.
+    off_task = tok.decode(list(chat.ChatSession(model, tok).say("hello there", max_new_tokens=24, temperature=0)))
+    exchanges = collections.Counter(len(c) // 2 for c in sft.spelling_conversations(
+        prepare.read_text_file(prepare.SHAKESPEARE_PATH))["train"])
+
     # Short held-out words, in pairs: the second word asked alone, and after the first.
     short = [w for w in held_out if len(w) <= SHORT_WORD]
     pairs = list(zip(short[0::2], short[1::2]))
@@ -868,7 +874,8 @@ def assistant_data(folder, recorded_wrong, base_model, base_tokenizer, build_dir
         dataset=dict(conversations=meta["conversations"], text_rows=meta["text_rows"], rows=rows,
                      text_share=meta["text_rows"] / rows, text_of=meta["text_of"], train_tokens=meta["train_tokens"],
                      padding_share=padding_share),
-        example=example, step=masked_step_data(tok, seed), samples=samples,
+        example=example, step=masked_step_data(tok, seed), samples=samples, off_task=off_task,
+        exchanges={str(n): exchanges[n] for n in (1, 2, 3)},
         session=chat_transcript(folder, [f"spell {word}", f"spell {words[0]}"]),
         short=dict(pairs=len(pairs), alone=alone, second=second, first_pair=list(pairs[0]), answers=answers,
                    positions_cache=with_cache, positions_no_cache=without_cache, max_new_tokens=SHORT_ANSWER_TOKENS,

@@ -26,6 +26,7 @@ runs SFT with its one loop (the mask turns the other targets into -1, which the 
 
 import dataclasses
 import json
+import random
 import re
 import zlib
 
@@ -209,11 +210,23 @@ def spelling_conversation(word):
             {"role": "assistant", "content": "-".join(word)}]
 
 
-def spelling_conversations(text):
-    """{"train": [...], "val": [...]} conversations of the spelling task, from a text's words."""
+def spelling_conversations(text, context=64):
+    """{"train": [...], "val": [...]} conversations of the spelling task, from a text's words.
+    Validation asks each held-out word alone. Training conversations hold one, two or three
+    exchanges in turn, as many as fit the context (in characters, the quick start's tokens), so
+    the model also learns to answer the latest question with earlier ones still in its context:
+    a chat keeps them there. Each training word is asked once, in a fixed shuffled order."""
     train, held_out = spelling_words(text)
-    return {"train": [spelling_conversation(w) for w in train],
-            "val": [spelling_conversation(w) for w in held_out]}
+    random.Random(0).shuffle(train)
+    exchange = lambda w: 3 * len(w) + 9  # noqa: E731  <|user|>spell w<|end|><|assistant|>w-o-r-d<|end|>
+    conversations, current, used = [], [], 0
+    for w in train:
+        wanted = len(conversations) % 3 + 1  # exchanges in this conversation: 1, 2, 3, 1, ...
+        if current and (len(current) == 2 * wanted or used + exchange(w) > context + 1):
+            conversations.append(current)
+            current, used = [], 0
+        current, used = current + spelling_conversation(w), used + exchange(w)
+    return {"train": conversations + [current], "val": [spelling_conversation(w) for w in held_out]}
 
 
 @torch.no_grad()

@@ -126,11 +126,16 @@ def test_the_spelling_task_is_deterministic_and_its_splits_share_no_word():
     assert not set(train_words) & set(held_out)
     assert (train_words, held_out) == sft.spelling_words(TEXT)
     tasks = sft.spelling_conversations(TEXT)
-    prompts = {c[0]["content"] for c in tasks["train"]}
-    assert not prompts & {c[0]["content"] for c in tasks["val"]}
+    asked = [m["content"] for c in tasks["train"] for m in c if m["role"] == "user"]
+    assert sorted(asked) == sorted(f"spell {w}" for w in train_words)  # each training word once
+    assert not set(asked) & {c[0]["content"] for c in tasks["val"]}
+    assert {len(c) // 2 for c in tasks["train"]} == {1, 2, 3}  # earlier exchanges in the context too
+    assert all(len(c) == 2 for c in tasks["val"])  # scored one word at a time
     tok = sft.ChatTokenizer(tokenizers()["char"])  # every conversation fits the quick start's context
     assert max(len(tok.render(c)[0]) for c in tasks["train"] + tasks["val"]) <= 64 + 1
-    assert tasks["val"][0][1]["content"] == "-".join(tasks["val"][0][0]["content"].split()[1])
+    for conversation in tasks["train"][:50] + tasks["val"]:
+        for question, answer in zip(conversation[0::2], conversation[1::2]):
+            assert answer["content"] == "-".join(question["content"].removeprefix("spell "))
 
 
 def test_new_chat_rows_leave_the_base_models_logits_as_they_were():
