@@ -5,8 +5,9 @@ Talk to a chat-finetuned checkpoint, turn after turn.
     python chat.py --out_dir=out-spelling --prompt="spell brother" --temperature=0   # one turn, for scripts
     python chat.py --out_dir=out-dolly --system="Answer briefly." --top_p=0.9
 
-Type a message and press enter; the answer is printed as it is generated. /reset starts a new
-conversation, /quit (or end of input, Ctrl-D) ends. Options are --key=value, as in sample.py,
+Type a message and press enter; the answer is printed as it is generated, and Ctrl-C stops it
+half-way. /reset starts a new conversation; /quit, end of input (Ctrl-D) or Ctrl-C at the prompt
+ends. Options are --key=value, as in sample.py,
 whose sampling options these are; `--help` lists them. stdout carries only the assistant's text
 (one answer per turn, each followed by a newline), so `python chat.py --prompt=... > answer.txt`
 keeps just that; the prompt marker, notices and errors go to stderr.
@@ -111,7 +112,7 @@ class ChatSession:
             self.cache, self.forgotten = None, self.forgotten + 1
         self.exchanges.append(len(self.ids))
         self.ids += turn
-        self.cut = False
+        self.cut = True  # until the model writes <|end|> itself
         model = self.model
         was_training = model.training
         model.eval()
@@ -126,16 +127,19 @@ class ChatSession:
                     token = sample_next_token(logits[:, -1, :], temperature, top_k, top_p, generator).item()
                     self.ids.append(token)
                     if token == tok.end_token:
+                        self.cut = False
                         return
                     yield token
                     if n + 1 == max_new_tokens or len(self.ids) == self.block_size:
                         break
                     logits, _ = model(torch.tensor([[token]], device=device), kv_cache=self.cache)
-                # Stopped before the model closed its turn: close it, so the next turn reads a
-                # well-formed conversation.
-                self.ids.append(tok.end_token)
-                self.cut = True
         finally:
+            # Stopped before the model closed its turn (max_new_tokens, the end of the window, a
+            # caller that stopped reading, Ctrl-C): close it, so the next turn reads a well-formed
+            # conversation. A forward pass cut short leaves the cache's pos where it was, so the
+            # tokens it did not finish reading are simply read again with the next turn.
+            if self.cut:
+                self.ids.append(tok.end_token)
             model.train(was_training)
 
 
@@ -199,7 +203,10 @@ def main(argv=None, stdin=None):
     while True:
         if interactive:
             print("> ", end="", file=sys.stderr, flush=True)
-        line = stdin.readline()
+        try:
+            line = stdin.readline()
+        except KeyboardInterrupt:  # Ctrl-C at the prompt: leave
+            return 0
         if not line or line.strip() == "/quit":
             return 0
         text = line.rstrip("\n")
@@ -215,6 +222,9 @@ def main(argv=None, stdin=None):
                 answer = stream_answer(session, text, cfg, generator, sys.stdout)
         except UserError as e:  # unknown characters, a message too long: this turn only
             print(f"error: {e}", file=sys.stderr, flush=True)
+            continue
+        except KeyboardInterrupt:  # Ctrl-C stops the answer, not the chat (Ctrl-D or /quit ends it)
+            print("\n(answer interrupted)", file=sys.stderr, flush=True)
             continue
         notices(session, cfg)
         seconds = time.perf_counter() - start

@@ -386,6 +386,21 @@ def test_a_full_context_forgets_the_oldest_exchange_and_says_so():
         list(session.say("spell " + "a" * 40, max_new_tokens=20))
 
 
+def test_an_answer_stopped_half_way_leaves_a_conversation_that_goes_on_as_recomputed():
+    # A caller that stops reading (chat.py on Ctrl-C) closes the turn; the next turn's answer is
+    # the one the whole conversation, recomputed, gives.
+    model, tok = tiny_chat_model(block_size=96)
+    session = chat.ChatSession(model, tok)
+    answer = session.say("spell king", max_new_tokens=20)
+    first = [next(answer), next(answer)]
+    answer.close()
+    assert session.cut and session.ids[-3:] == first + [tok.end_token]
+    before = list(session.ids)
+    second = list(session.say("spell fool", max_new_tokens=6))
+    prompt = before + [tok.role_token["user"]] + tok.encode("spell fool") + [tok.end_token, tok.role_token["assistant"]]
+    assert second == recomputed_answer(model, tok, prompt, 6)
+
+
 def test_a_message_the_tokenizer_cannot_write_is_refused_and_the_conversation_kept():
     model, tok = tiny_chat_model()
     session = chat.ChatSession(model, tok)
