@@ -31,6 +31,7 @@ from checkpoint import load_model
 from common import ConfigError, UserError, autocast, pick_device, pick_dtype, run_command
 from configurator import parse_config
 from engine import KVCache, sample_next_token, validate_sampling
+from sample import check_sampling, write_as_decoded
 from sft import ChatTokenizer
 
 
@@ -145,15 +146,9 @@ class ChatSession:
 
 def stream_answer(session, text, cfg, generator, out):
     """Take one turn, writing the answer to `out` as it is generated; returns its token ids."""
-    answer, printed = [], ""
-    for token in session.say(text, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p, generator):
-        answer.append(token)
-        decoded = session.tok.decode(answer)
-        if not decoded.endswith("\ufffd"):  # half a multi-byte character: wait for the rest
-            out.write(decoded[len(printed):])
-            out.flush()
-            printed = decoded
-    out.write(session.tok.decode(answer)[len(printed):] + "\n")
+    answer = write_as_decoded(session.tok, session.say(text, cfg.max_new_tokens, cfg.temperature, cfg.top_k,
+                                                       cfg.top_p, generator), out)
+    out.write("\n")
     out.flush()
     return answer
 
@@ -172,10 +167,7 @@ def notices(session, cfg):
 def parse_args(argv):
     """The checked ChatConfig of a command line, before any model is loaded."""
     cfg = parse_config(ChatConfig(), argv, usage=__doc__)
-    try:
-        validate_sampling(cfg.temperature, cfg.top_k, cfg.top_p)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    check_sampling(cfg)
     if cfg.max_new_tokens < 1:
         raise ConfigError(f"max_new_tokens must be at least 1, got {cfg.max_new_tokens}")
     if cfg.prompt is not None and not cfg.prompt.strip():

@@ -36,6 +36,7 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_state
 from torch.distributed.tensor import DTensor
 
 import hf
+import sft
 from common import ConfigError, UserError, open_atomic, write_atomic
 from data import DataError
 from distributed import unwrap_model
@@ -315,7 +316,6 @@ def model_to_train(cfg, meta, model_args=None):
                            n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias)
         model = GPT(config, cfg.activation_checkpointing)
     if meta.get("chat_tokens") and meta["vocab_size"] > model.config.vocab_size:
-        import sft  # here: sft.py is finetuning's, and imports what this file does
         model = sft.with_chat_tokens(model, meta["vocab_size"])
     context, vocab = model.config.block_size, model.config.vocab_size
     if cfg.block_size > context:

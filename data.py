@@ -23,6 +23,7 @@ What lives here:
     the longest of the batch, each with its mask (`write_chat_split` writes them); `open_loader`
     picks the reader a dataset's format needs;
   - `load_split()`: a split's whole token arrays, for looking at small datasets (guide.py, tests);
+  - `read_jsonl()`: the numbered records of a JSONL file (conversations, HellaSwag);
   - `LossSums`: an evaluation's mean loss per token and its loss per byte of text (bits per byte,
     which models with different tokenizers can share), both from one pass of per-token losses
     (`token_losses`), for train.py's evaluations and eval.py perplexity.
@@ -460,6 +461,19 @@ def token_losses(logits, targets):
     """
     return torch.stack([F.cross_entropy(row.float(), row_targets, ignore_index=-1, reduction="none")
                         for row, row_targets in zip(logits, targets)])
+
+
+def read_jsonl(path, error=DataError):
+    """Yield (line number, value) for each non-blank line of a JSONL file (one JSON value a line);
+    a line that is not JSON raises `error` naming the file and the line, as the records' own
+    checks do, so a user finds the line to fix."""
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if line.strip():
+                try:
+                    yield n, json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise error(f"{path}, line {n}: not JSON ({e.msg})") from None
 
 
 class LossSums:

@@ -44,7 +44,7 @@ from torch.nn import functional as F
 from checkpoint import load_model
 from common import ConfigError, autocast, pick_device, pick_dtype, run_command
 from configurator import help_text, parse_config
-from data import DataError, LossSums, consecutive_batches, dataset_path, load_meta
+from data import DataError, LossSums, consecutive_batches, dataset_path, load_meta, read_jsonl
 from download import DownloadError, cache_dir, download
 from hf import check_name_or_path
 import sft
@@ -123,20 +123,13 @@ def hellaswag_path():
 def read_hellaswag(path, limit=None):
     """The items of a HellaSwag JSONL file: dicts with 'ctx', 'endings' (4) and 'label'."""
     items = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}, line {line_no}: not JSON ({e})") from e
-            if not {"ctx", "endings", "label"} <= item.keys() or len(item["endings"]) != 4:
-                raise DataError(f"{path}, line {line_no}: a HellaSwag item needs 'ctx', "
-                                 f"4 'endings' and 'label'")
-            items.append(item)
-            if limit is not None and len(items) == limit:
-                break
+    for line_no, item in read_jsonl(path):
+        if not {"ctx", "endings", "label"} <= item.keys() or len(item["endings"]) != 4:
+            raise DataError(f"{path}, line {line_no}: a HellaSwag item needs 'ctx', "
+                            f"4 'endings' and 'label'")
+        items.append(item)
+        if limit is not None and len(items) == limit:
+            break
     return items
 
 
@@ -219,7 +212,7 @@ def task_conversations(name):
         return sft.spelling_conversations(read_text_file(SHAKESPEARE_PATH))["val"]
     if not os.path.isfile(name):
         raise ConfigError(f"--conversations={name}: no such file; give 'spelling' or a JSONL file of conversations")
-    return sft.read_conversations(name)
+    return [conversation for _, conversation in sft.read_conversations(name)]
 
 
 def chat_model(model, tokenizer):

@@ -819,7 +819,8 @@ def assistant_data(folder, recorded_wrong, base_model, base_tokenizer, build_dir
     answers to held-out words, two chat.py sessions, and short words asked alone and after an
     earlier exchange. recorded_wrong: the held-out prompts the recorded evaluation found wrong."""
     model, tok, _ = checkpoint.load_model("resume", str(folder), "cpu")
-    train_words, held_out = sft.spelling_words(prepare.read_text_file(prepare.SHAKESPEARE_PATH))
+    text = prepare.read_text_file(prepare.SHAKESPEARE_PATH)
+    train_words, held_out = sft.spelling_words(text)
     with contextlib.redirect_stdout(io.StringIO()):  # today's dataset, written into the build folder
         meta = prepare.load_meta(prepare.prepare_spelling(build_dir / "data"))
     rows = meta["conversations"]["train"] + meta["text_rows"]
@@ -853,8 +854,7 @@ def assistant_data(folder, recorded_wrong, base_model, base_tokenizer, build_dir
 
     # Asked for something it was never shown, it does what it was shown.
     off_task = tok.decode(list(chat.ChatSession(model, tok).say("hello there", max_new_tokens=24, temperature=0)))
-    exchanges = collections.Counter(len(c) // 2 for c in sft.spelling_conversations(
-        prepare.read_text_file(prepare.SHAKESPEARE_PATH))["train"])
+    exchanges = collections.Counter(len(c) // 2 for c in sft.spelling_conversations(text)["train"])
 
     # Short held-out words, in pairs: the second word asked alone, and after the first.
     short = [w for w in held_out if len(w) <= SHORT_WORD]

@@ -41,10 +41,14 @@ Design choices:
 """
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
+import sft
 from common import ConfigError, run_command
 from common import write_atomic
 from data import (SHAKESPEARE_BPE_NAME, DataError, ShardError, dataset_path, dtype_for_vocab, load_meta,
@@ -248,7 +252,6 @@ def tokenizer_meta(tokenizer_of: str, data_dir=None) -> dict:
 def text_rows(dataset: str, count: int, length: int, data_dir=None, seed: int = 0) -> list:
     """count random windows of length tokens from a dataset's train split, each as an (ids, mask)
     row whose mask is all True: plain text, every token a target, as in pretraining."""
-    import numpy as np
     tokens = np.concatenate([np.asarray(a) for a in load_split(ensure_dataset(dataset, data_dir), "train")])
     starts = np.random.default_rng(seed).integers(0, len(tokens) - length, count)
     return [(tokens[s:s + length].tolist(), [True] * length) for s in starts]
@@ -260,7 +263,6 @@ def prepare_chat(conversations, name, base_meta, block_size, data_dir, source, w
     dataset: the last val_count are validation (default 10%, at least one). where(i) names
     conversation i in errors. text_fraction > 0 mixes windows of plain text from dataset text_of
     into the train split, that share of its rows (sft.py says why)."""
-    import sft  # here: sft.py imports the tokenizers this file also uses
     if len(conversations) < 2:
         raise DataError(f"{source}: {len(conversations)} conversation(s); a train and a val split need 2 or more")
     tok = sft.ChatTokenizer(tokenizer_from_meta(base_meta))
@@ -292,15 +294,13 @@ def prepare_chat_file(input_path, tokenizer_of, block_size, name=None, data_dir=
                       text_fraction: float = 0.0) -> Path:
     """prepare.py chat: your own JSONL file of conversations; every one must fit the context.
     text_fraction mixes in plain text from the dataset tokenizer_of names."""
-    import sft
     input_path = Path(input_path)
     if not input_path.is_file():
         raise DataError(f"input file {input_path} not found; give a JSONL file, one conversation per line")
-    lines = [n for n, line in enumerate(input_path.read_text(encoding="utf-8").splitlines(), 1) if line.strip()]
-    conversations = sft.read_conversations(input_path)
+    lines, conversations = zip(*sft.read_conversations(input_path))
     if text_fraction > 0 and tokenizer_of == "gpt2":
         raise ConfigError("--text_fraction mixes in text of the dataset --tokenizer_of names: give a dataset, not gpt2")
-    return prepare_chat(conversations, name or input_path.stem, tokenizer_meta(tokenizer_of, data_dir), block_size,
+    return prepare_chat(list(conversations), name or input_path.stem, tokenizer_meta(tokenizer_of, data_dir), block_size,
                         data_dir, str(input_path), lambda i: f"{input_path}, line {lines[i]}",
                         text_of=tokenizer_of, text_fraction=text_fraction)
 
@@ -308,7 +308,6 @@ def prepare_chat_file(input_path, tokenizer_of, block_size, name=None, data_dir=
 def prepare_spelling(data_dir=None, block_size: int = 64, text_fraction: float = 0.5) -> Path:
     """The built-in task (sft.py): spell each word of tiny Shakespeare, in characters; half the
     train rows are windows of the quick start's own text (shakespeare_char)."""
-    import sft
     tasks = sft.spelling_conversations(read_text_file(SHAKESPEARE_PATH))
     where = lambda i: f"spelling task, conversation {i + 1}"  # noqa: E731
     return prepare_chat(tasks["train"] + tasks["val"], "spelling_char", tokenizer_meta("shakespeare_char", data_dir),
@@ -319,9 +318,6 @@ def prepare_spelling(data_dir=None, block_size: int = 64, text_fraction: float =
 def prepare_dolly(data_dir=None, block_size: int = 1024, name: str = "dolly") -> Path:
     """databricks-dolly-15k with GPT-2's tokenizer, for config/sft_gpt2_dolly.py: each record's
     instruction (and context, when it has one) is the user turn, its response the assistant's."""
-    import json
-
-    import sft
     dataset_dir = dataset_path(name, data_dir)
     path = download(hf_url(DOLLY_REPO, DOLLY_FILE, repo_type="dataset"), dataset_dir / DOLLY_FILE)
     conversations = []

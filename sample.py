@@ -16,6 +16,7 @@ generated. The KV cache is on by default; --use_cache=False shows how much slowe
 without it.
 """
 
+import itertools
 import sys
 import time
 from dataclasses import dataclass
@@ -78,37 +79,47 @@ def prompt_ids(start, tokenizer, block_size):
     return ids
 
 
+def write_as_decoded(tokenizer, tokens, out):
+    """Write the text of `tokens` (token ids, as they are generated) to `out` as it appears;
+    returns the ids. A GPT-2 token can end half-way through a multi-byte character (an emoji,
+    say): the text waits for the rest rather than print a replacement character."""
+    ids, printed = [], ""
+    for token in tokens:
+        ids.append(token)
+        text = tokenizer.decode(ids)
+        if not text.endswith("\ufffd"):
+            out.write(text[len(printed):])
+            out.flush()
+            printed = text
+    out.write(tokenizer.decode(ids)[len(printed):])
+    return ids
+
+
 def stream_sample(model, tokenizer, ids, cfg, device, ctx, generator, out=None):
     """Generate one sample, printing text as tokens arrive (to `out`, default sys.stdout);
     returns the new token ids."""
     out = sys.stdout if out is None else out  # looked up now: stdout may have been redirected
-    new_ids, printed = [], ""
     idx = torch.tensor([ids], dtype=torch.long, device=device)
     stop = tokenizer.eot_token if cfg.stop_at_eot else None
     with ctx:
-        for token in generate_tokens(model, idx, cfg.max_new_tokens, cfg.temperature, cfg.top_k,
-                                     cfg.top_p, cfg.use_cache, stop, generator):
-            if token.item() == stop:
-                break
-            new_ids.append(token.item())
-            text = tokenizer.decode(new_ids)
-            # A GPT-2 token can end half-way through a multi-byte character (an emoji, say);
-            # wait for the rest rather than print a replacement character.
-            if not text.endswith("\ufffd"):
-                out.write(text[len(printed):])
-                out.flush()
-                printed = text
-    out.write(tokenizer.decode(new_ids)[len(printed):])
-    return new_ids
+        tokens = (token.item() for token in generate_tokens(model, idx, cfg.max_new_tokens, cfg.temperature,
+                                                              cfg.top_k, cfg.top_p, cfg.use_cache, stop, generator))
+        return write_as_decoded(tokenizer, itertools.takewhile(lambda token: token != stop, tokens), out)
+
+
+def check_sampling(cfg):
+    """A command line's temperature, top_k and top_p, checked as generation checks them: a bad one
+    is the command's one-line error, before any model is loaded (chat.py's too)."""
+    try:
+        validate_sampling(cfg.temperature, cfg.top_k, cfg.top_p)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def parse_args(argv):
     """The checked SampleConfig of a command line, before any model is loaded."""
     cfg = parse_config(SampleConfig(), argv, usage=__doc__)
-    try:
-        validate_sampling(cfg.temperature, cfg.top_k, cfg.top_p)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    check_sampling(cfg)
     for name in ("num_samples", "max_new_tokens"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{name} must be at least 1, got {getattr(cfg, name)}")

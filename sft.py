@@ -25,14 +25,16 @@ runs SFT with its one loop (the mask turns the other targets into -1, which the 
 """
 
 import dataclasses
-import json
 import random
 import re
 import zlib
 
 import torch
 
+import engine
 from common import UserError
+from data import read_jsonl
+from model import GPT
 from tokenizer import TokenizerError
 
 CHAT_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>")
@@ -125,23 +127,17 @@ def check_conversation(conversation, last="assistant"):
 
 
 def read_conversations(path):
-    """The conversations of a JSONL file, one per line: either a list of messages or an object
-    {"messages": [...]}. A line that is not a conversation is an error naming its number."""
+    """The conversations of a JSONL file, one per line, each either a list of messages or an
+    object {"messages": [...]}, as [(line number, conversation)]: a line that is not a
+    conversation is an error naming its number, and so is, later, one too long to train on."""
     conversations = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ChatFormatError(f"{path}, line {n}: not JSON ({e.msg})") from None
-            messages = item.get("messages") if isinstance(item, dict) else item
-            try:
-                check_conversation(messages)
-            except ChatFormatError as e:
-                raise ChatFormatError(f"{path}, line {n}: {e}") from None
-            conversations.append(messages)
+    for n, item in read_jsonl(path, ChatFormatError):
+        messages = item.get("messages") if isinstance(item, dict) else item
+        try:
+            check_conversation(messages)
+        except ChatFormatError as e:
+            raise ChatFormatError(f"{path}, line {n}: {e}") from None
+        conversations.append((n, messages))
     if not conversations:
         raise ChatFormatError(f"{path} holds no conversation")
     return conversations
@@ -173,7 +169,6 @@ def with_chat_tokens(model, vocab_size):
     row starts as the mean of the existing rows: an "average token", so the new tokens' logits
     start level with the others instead of at random, and the first finetuning steps do not have
     to undo a random guess. The output head is tied to the embedding, so it grows with it."""
-    from model import GPT  # here: model.py stays free of finetuning
     old = model.config.vocab_size
     if vocab_size <= old:
         return model
@@ -234,7 +229,6 @@ def exact_match(model, tokenizer, conversations, batch_size=64):
     """Greedy answers to the last user turn of each conversation, scored against its last
     assistant turn: the fraction answered exactly. Returns (accuracy, [(prompt, expected, got)]).
     Prompts of equal length are answered together, in batches (no padding needed)."""
-    import engine  # here: engine imports model, which imports nothing of this file
     model.eval()
     prompts = [tokenizer.render_prompt(c[:-1]) for c in conversations]
     answers = [None] * len(conversations)
