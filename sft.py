@@ -14,11 +14,12 @@ Supervised finetuning (SFT): what turns a model that continues text into one tha
   writes: its words and the <|end|> that closes its turn. SFT trains on those targets only; the
   user's words are context, not something the model should learn to write.
 - read_conversations: a JSONL file of conversations, checked line by line (a bad line is an
-  error naming its number).
+  error naming its number), each with its line number for later errors.
 - The built-in task: spelling a word letter by letter ("spell brother" -> "b-r-o-t-h-e-r"), with
   a deterministic generator over the words of tiny Shakespeare and a held-out split that shares
-  no word with the training split; exact_match scores any checkpoint on conversations with
-  greedy decoding.
+  no word with the training split (training conversations hold one to three exchanges, as a chat
+  keeps earlier ones in context); exact_match scores any checkpoint on conversations with greedy
+  decoding.
 
 The data side (the files prepare.py writes, ChatLoader's padded batches) is in data.py; train.py
 runs SFT with its one loop (the mask turns the other targets into -1, which the loss skips).
